@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make run` (the whole local stack) and `make test`.
+# Everything installs into .venv (and taky into .venv-taky, on first use); no root, no Docker.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help venv run test unit integration lint bench clean
+
+help:
+	@echo "make run     - local stack: Redis, function on :8080, TAK forwarder, taky"
+	@echo "make test    - unit tests, then integration tests against real processes"
+	@echo "make lint    - ruff"
+	@echo "make bench   - loopback benchmarks (ours vs a raw baseline, one run)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/detection-api up
+
+test: unit integration
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests --ignore=tests/integration $(PYTEST_ARGS)
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check functions tests bench
+	$(BIN)/ruff format --check functions tests bench
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .venv-taky .data .pytest_cache

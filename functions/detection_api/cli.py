@@ -1,0 +1,71 @@
+"""The ``detection-api`` console script: parses arguments, then hands over to one command module.
+
+Each verb lives in ``detection_api.commands.<module>`` as ``run(args) -> int`` and is imported only
+when used, so ``detection-api geolocate`` never imports Flask, Redis or sockets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# verb -> module under detection_api.commands that implements run(args)
+_VERB_MODULES = {
+    "geolocate": "core",
+    "cot": "core",
+    "schema": "core",
+    "up": "up",
+    "worker": "worker",
+    "send": "send",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="detection-api",
+        description="AI detections to TAK: geolocate, build CoT, run the local stack.",
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    for verb, text in (
+        ("geolocate", "print the ground position and accuracy of each detection as JSON"),
+        ("cot", "print the Cursor-on-Target XML of each detection"),
+    ):
+        p = verbs.add_parser(verb, help=text, description=text)
+        p.add_argument(
+            "file", nargs="?", default="-", help="JSON file: one detection or a list (- = stdin)"
+        )
+
+    p = verbs.add_parser("schema", help="print the JSON Schema of the detection payload")
+
+    p = verbs.add_parser(
+        "up", help="run the whole local stack: Redis, function, forwarder, TAK server"
+    )
+    p.add_argument("--port", type=int, default=None, help="function port (default $PORT or 8080)")
+    p.add_argument("--data-dir", default=".data", help="Redis appendonly data and local state")
+    p.add_argument(
+        "--no-tak", action="store_true", help="do not start a local taky even if TAK_URL is unset"
+    )
+
+    p = verbs.add_parser("worker", help="run the TAK forwarder (long-running rq worker)")
+    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+
+    p = verbs.add_parser("send", help="send detections as CloudEvents (a producer for scripts)")
+    p.add_argument("file", help="JSON file: one detection or a list (- = stdin)")
+    p.add_argument("--url", default=None, help="function URL (default http://127.0.0.1:$PORT/)")
+    p.add_argument("--mode", choices=("binary", "structured", "batch"), default="binary")
+    p.add_argument("--source", default="detection-api-cli", help="CloudEvent source attribute")
+    p.add_argument("--token", default=None, help="bearer token (default $DETECTION_API_TOKEN)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(f"detection_api.commands.{_VERB_MODULES[args.verb]}")
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

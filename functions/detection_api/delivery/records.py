@@ -1,0 +1,125 @@
+"""Detection records in Redis: one hash per detection, readable through the REST API.
+
+The record is written in the same MULTI/EXEC transaction as its delivery job (see ``outbox.py``),
+so a detection is either fully accepted (record + job) or not at all. The forwarder moves it through
+the delivery states. Keys expire after the retention window; the record's existence is also the
+idempotency check (record ids are derived from the producer's identity of the event).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from enum import StrEnum
+from typing import Any
+
+from redis import Redis
+from redis.client import Pipeline
+
+RECORD_PREFIX = "detection:record:"
+_ID_NAMESPACE = uuid.UUID("6f1c8a52-6a0e-4a4b-9f0e-3d5f1b7c2e11")
+
+
+class DeliveryState(StrEnum):
+    QUEUED = "queued"  # stored, waiting for the forwarder
+    SENT = "sent"  # written to the TAK connection, confirmation pending
+    CONFIRMED = "confirmed"  # TAK server answered the ping that followed it
+    RETRYING = "retrying"  # a confirmation failed on a live connection; will be sent again
+    DEAD = "dead"  # permanent failure, in rq's failed registry (requeue-able)
+    FILTERED = "filtered"  # recorded, below the thresholds, never forwarded
+
+
+def record_key(record_id: str) -> str:
+    return f"{RECORD_PREFIX}{record_id}"
+
+
+def record_id_for(*identity: str) -> str:
+    """A stable record id from the producer's identity of an event (e.g. CloudEvent source + id).
+
+    Stable ids make redeliveries land on the same record, which is what makes ingest idempotent.
+    The id is 32 hex characters, valid as an rq job id.
+    """
+    return uuid.uuid5(_ID_NAMESPACE, "\x1f".join(identity)).hex
+
+
+def new_record_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+class RecordStore:
+    """Reads and writes detection records. Writes can join a caller's pipeline (transaction)."""
+
+    JSON_FIELDS = frozenset({"geolocation", "detection", "reply"})
+
+    def __init__(self, redis: Redis, retention_seconds: int) -> None:
+        self.redis = redis
+        self.retention_seconds = retention_seconds
+        self._mark_script = redis.register_script(_MARK_SCRIPT)
+
+    def write_new(self, pipe: Pipeline, record_id: str, fields: dict[str, Any]) -> None:
+        now = time.time()
+        mapping = {k: _encode(v) for k, v in fields.items() if v is not None}
+        mapping.setdefault("id", record_id)
+        mapping.setdefault("attempts", "0")
+        mapping["created_at"] = repr(now)
+        mapping["updated_at"] = repr(now)
+        key = record_key(record_id)
+        pipe.hset(key, mapping=mapping)
+        pipe.expire(key, self.retention_seconds)
+
+    def get(self, record_id: str) -> dict[str, Any] | None:
+        raw = self.redis.hgetall(record_key(record_id))
+        if not raw:
+            return None
+        return self.decode(raw)
+
+    def decode(self, raw: dict[bytes | str, bytes | str]) -> dict[str, Any]:
+        record: dict[str, Any] = {}
+        for k, v in raw.items():
+            key = k.decode() if isinstance(k, bytes) else k
+            value = v.decode() if isinstance(v, bytes) else v
+            if key in self.JSON_FIELDS:
+                record[key] = json.loads(value)
+            elif key == "attempts":
+                record[key] = int(value)
+            elif key.endswith("_at"):
+                record[key] = float(value)
+            else:
+                record[key] = value
+        return record
+
+    def mark(
+        self,
+        pipe: Pipeline | Redis,
+        record_ids: list[str],
+        state: DeliveryState,
+        *,
+        count_attempt: bool = False,
+        error: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Move records to a delivery state (only records that still exist: HSET on an expired
+        record would resurrect it without its TTL, so the update is guarded by a Lua check)."""
+        stamp = repr(time.time() if now is None else now)
+        args = [state.value, stamp, "1" if count_attempt else "0", error or ""]
+        for record_id in record_ids:
+            self._mark_script(keys=[record_key(record_id)], args=args, client=pipe)
+
+
+# KEYS[1] record; ARGV: state, now, count_attempt (0/1), error ('' = keep)
+_MARK_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updated_at', ARGV[2])
+if ARGV[1] == 'confirmed' then redis.call('HSET', KEYS[1], 'confirmed_at', ARGV[2]) end
+if ARGV[1] == 'sent' then redis.call('HSETNX', KEYS[1], 'first_sent_at', ARGV[2]) end
+if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'last_error', ARGV[4]) end
+return 1
+"""

@@ -1,0 +1,75 @@
+"""Value types of the geolocation core (inputs, outputs, errors)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+@dataclass(frozen=True, slots=True)
+class CameraPose:
+    lat_deg: float  # WGS84 geodetic latitude of the camera
+    lon_deg: float  # WGS84 longitude of the camera
+    height_above_ground_m: float  # camera height above the ground plane (v1 location_elevation)
+    ground_hae_m: float  # ground plane height above the WGS84 ellipsoid
+    heading_deg: float  # azimuth of the optical axis, clockwise from true north
+    pitch_deg: float  # elevation of the optical axis, negative below the horizon
+    roll_deg: float  # rotation about the optical axis, positive turns the image's right side down
+
+
+@dataclass(frozen=True, slots=True)
+class Intrinsics:
+    focal_px: float
+    width_px: float
+    height_px: float
+    cx_px: float  # principal point, defaults to width / 2
+    cy_px: float  # principal point, defaults to height / 2
+
+
+@dataclass(frozen=True, slots=True)
+class InputSigmas:
+    """Independent zero-mean 1-sigma input errors (see geo/uncertainty.py for the defaults)."""
+
+    position_m: float  # camera position, each horizontal axis
+    altitude_m: float  # camera height above the ground
+    heading_deg: float
+    pitch_deg: float
+    roll_deg: float
+    pixel: float  # each image axis
+
+
+class ConfidenceFlag(StrEnum):
+    GREEN = "GREEN"
+    YELLOW = "YELLOW"
+    RED = "RED"
+
+
+class NoGroundIntersection(StrEnum):
+    ABOVE_HORIZON = "ray_above_horizon"  # the ray never descends to the ground height
+    BEYOND_MAX_RANGE = "beyond_max_range"  # it does, but farther than the configured range
+    CAMERA_BELOW_GROUND = "camera_below_ground"
+
+
+class GeolocationError(ValueError):
+    """The ray through the pixel does not reach the ground: no position can be given."""
+
+    def __init__(self, reason: NoGroundIntersection, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Geolocation:
+    lat_deg: float
+    lon_deg: float
+    hae_m: float  # ellipsoidal height of the hit (= the ground height)
+    slant_range_m: float  # camera to hit, straight line
+    ground_distance_m: float  # geodesic distance along the ellipsoid from under the camera
+    ce90_m: float  # radius holding 90% of the horizontal error distribution
+    le90_m: float  # half-height holding 90% of the vertical error distribution
+    ce_m: float  # CoT ce: ce90 / 2.1460 (circular-normal 1-sigma)
+    le_m: float  # CoT le: le90 / 1.6449
+    # Horizontal covariance at the hit in local East/North metres: (var_e, cov_en, var_n).
+    covariance_en_m2: tuple[float, float, float]
+    flag: ConfidenceFlag

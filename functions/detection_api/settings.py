@@ -1,0 +1,94 @@
+"""The one settings object, read from the environment.
+
+Every field is read from the upper-case environment variable of the same name (``redis_url`` from
+``REDIS_URL``). The Kubernetes manifests set exactly these names; ``tests/test_settings.py`` and the
+manifest tests keep the two in step.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DETECTION_CREATED_TYPE = "org.detectionapi.detection.created"
+DETECTION_GEOLOCATED_TYPE = "org.detectionapi.detection.geolocated"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # --- infrastructure -----------------------------------------------------------------------
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    port: int = Field(default=8080, ge=1, le=65535)
+    log_level: str = "INFO"
+
+    # --- TAK connection (forwarder) -------------------------------------------------------------
+    tak_url: str = "tcp://127.0.0.1:8087"
+    tak_tls_ca: str | None = None
+    tak_tls_cert: str | None = None
+    tak_tls_key: str | None = None
+    tak_tls_p12: str | None = None
+    tak_tls_p12_password: str | None = None
+    tak_tls_server_name: str | None = None
+    # Seconds to wait for the TAK pong that confirms a batch before the connection is presumed dead.
+    tak_confirm_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Cap of the exponential reconnect backoff while the TAK server is unreachable.
+    tak_reconnect_max_seconds: float = Field(default=30.0, gt=0)
+    forwarder_batch_size: int = Field(default=200, ge=1, le=5000)
+    forwarder_metrics_port: int = Field(default=9102, ge=0, le=65535)
+    # Confirmation failures on a live connection before a detection is dead-lettered.
+    # Outages never count: they only pause the forwarder.
+    max_delivery_attempts: int = Field(default=10, ge=1)
+
+    # --- auth, limits, HTTP --------------------------------------------------------------------
+    jwt_secret_key: str | None = None
+    jwt_algorithm: str = "HS256"
+    jwt_expiration: int = Field(default=3600, gt=0)
+    auth_disabled: bool = False
+    rate_limit: str = "100/second"
+    cors_origins: str = ""
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    discord_webhook_url: str | None = None
+
+    # --- detection handling --------------------------------------------------------------------
+    detection_event_types: str = DETECTION_CREATED_TYPE
+    reply_events: bool = True
+    min_ai_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Detections whose ce90 exceeds this are recorded as filtered, not sent to TAK. 0 turns it off.
+    max_ce90_m: float = Field(default=0.0, ge=0.0)
+    cot_stale_seconds: int = Field(default=300, ge=1)
+    # JSON object {"object class": "CoT type"}, merged over the built-in table (see cot.py).
+    cot_type_map: str = ""
+    ce90_green_m: float = Field(default=30.0, gt=0)
+    ce90_yellow_m: float = Field(default=100.0, gt=0)
+    max_range_m: float = Field(default=20_000.0, gt=0)
+    # How long records, idempotency keys and undelivered work are kept (and an outage may last).
+    retention_seconds: int = Field(default=86_400, ge=60)
+    max_image_bytes: int = Field(default=262_144, ge=0)
+
+    @field_validator("tak_url")
+    @classmethod
+    def _tak_url_scheme(cls, value: str) -> str:
+        if not value.split("://", 1)[0] in {"tls", "tcp", "udp", "ssl"}:
+            raise ValueError("TAK_URL must start with tls://, tcp:// or udp://")
+        return value
+
+    @property
+    def accepted_event_types(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.detection_event_types.split(",") if t.strip())
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+
+def environment_names() -> set[str]:
+    """The environment variable names the application reads (for the manifest cross-checks)."""
+    return {name.upper() for name in Settings.model_fields}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
