@@ -1,0 +1,267 @@
+"""The function's HTTP surface (design.md §6) as a Flask app.
+
+functions-framework (``functions/main.py``) hands every request to this app: with the HTTP signature
+all paths reach the one target, so routing, errors and metrics live here. Routes are thin: parse,
+call the ``Ingestor``, shape the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from functools import cache
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from flask import Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from redis import Redis
+from redis.exceptions import RedisError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from detection_api.app import cloudevents_io as ce
+from detection_api.app.ingest import Ingestor, Outcome, Submission
+from detection_api.app.metrics import FunctionMetrics, QueueDepthCollector
+from detection_api.app.openapi import openapi_document
+from detection_api.app.problems import PROBLEM_MEDIA_TYPE, Problem, redis_unavailable
+from detection_api.cot import DEFAULT_TYPE_MAP
+from detection_api.delivery.records import RecordStore
+from detection_api.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+XML = "application/xml"
+RECORD_PATH = "/api/v1/detections/"
+
+
+def redis_from_settings(settings: Settings) -> Redis:
+    # Short timeouts: a request must answer 503 quickly when Redis is gone, not hang a thread.
+    return Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=15,
+    )
+
+
+def create_app(settings: Settings | None = None, redis: Redis | None = None) -> Flask:
+    settings = settings or get_settings()
+    redis = redis or redis_from_settings(settings)
+    app = Flask("detection_api")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    registry = CollectorRegistry()
+    registry.register(QueueDepthCollector(lambda: redis))
+    metrics = FunctionMetrics(registry, DEFAULT_TYPE_MAP.keys())
+    ingestor = Ingestor(settings, redis)
+    records = RecordStore(redis, settings.retention_seconds)
+
+    # -- cross-cutting ----------------------------------------------------------------------------
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        started = g.get("started")
+        if started is not None:
+            metrics.request_duration.labels(request.method, endpoint).observe(
+                time.perf_counter() - started
+            )
+        metrics.requests.labels(request.method, endpoint, str(response.status_code)).inc()
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+    @app.errorhandler(Problem)
+    def _problem(problem: Problem) -> Response:
+        metrics.rejections.labels(problem.slug).inc()
+        response = Response(
+            json.dumps(problem.body(instance=request.path)),
+            status=problem.status,
+            mimetype=PROBLEM_MEDIA_TYPE,
+        )
+        for name, value in problem.headers.items():
+            response.headers[name] = value
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        slug = {
+            400: "bad_request",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "too_large",
+        }.get(status, f"http_{status}")
+        detail = exc.description
+        if isinstance(exc, RequestEntityTooLarge):
+            detail = f"the request body exceeds MAX_BODY_BYTES ({settings.max_body_bytes} bytes)"
+        problem = Problem(status, slug, exc.name, detail)
+        response = _problem(problem)
+        if status == 405 and exc.get_response().headers.get("Allow"):
+            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        if isinstance(exc, RedisError):
+            return _problem(redis_unavailable())
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return _problem(Problem(500, "internal", "Internal error", "the error was logged"))
+
+    # -- ingest -----------------------------------------------------------------------------------
+
+    def count_outcomes(outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            kind = "duplicate" if outcome.duplicate else "accepted"
+            if outcome.state == "filtered" and not outcome.duplicate:
+                kind = "filtered"
+            metrics.detections.labels(kind, metrics.class_label(outcome.object_class)).inc()
+            if not outcome.duplicate:
+                metrics.ce90.observe(outcome.geolocation["ce90_m"])
+
+    def ingest(submissions: list[Submission], *, batch: bool) -> list[Outcome]:
+        try:
+            outcomes = ingestor.ingest(submissions, batch=batch)
+        except Problem:
+            for submission in submissions:
+                payload = submission.payload if isinstance(submission.payload, dict) else {}
+                cls = payload.get("object_class")
+                label = metrics.class_label(cls) if isinstance(cls, str) else "other"
+                metrics.detections.labels("rejected", label).inc()
+            raise
+        count_outcomes(outcomes)
+        return outcomes
+
+    def read_body() -> bytes:
+        return request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+
+    @app.post("/")
+    def cloudevents_endpoint() -> Response:
+        mode, events = ce.parse_request(request.headers, read_body())
+        accepted = settings.accepted_event_types
+        wrong = [
+            {"path": f"[{i}].type" if mode == "batch" else "type", "message": "not accepted"}
+            for i, event in enumerate(events)
+            if event.type not in accepted
+        ]
+        if wrong:
+            raise Problem(
+                400,
+                "unsupported_event_type",
+                "Unsupported event type",
+                f"accepted event types: {', '.join(sorted(accepted))}",
+                errors=wrong,
+            )
+        submissions = [
+            Submission(
+                payload=event.data,
+                identity=("ce", event.source, event.event_id),
+                event_id=event.event_id,
+                event_source=event.source,
+            )
+            for event in events
+        ]
+        outcomes = ingest(submissions, batch=mode == "batch")
+        if not settings.reply_events:
+            return Response(status=202)
+        replies = [
+            ce.reply_event(
+                {**o.as_json(), "cot": o.cot_xml}, event_id=o.record_id, subject=o.detection_id
+            )
+            for o in outcomes
+        ]
+        if mode == "batch":
+            return Response(ce.batch_reply(replies), status=200, mimetype=ce.BATCH_MEDIA_TYPE)
+        headers, body = ce.binary_reply(replies[0])
+        return Response(body, status=200, headers=headers)
+
+    @app.post("/api/v1/detections")
+    def create_detections() -> Response:
+        if not ce.media_type(request.content_type).endswith("json"):
+            raise Problem(
+                415, "unsupported_media_type", "Unsupported media type", "send application/json"
+            )
+        try:
+            payload = json.loads(read_body())
+        except (ValueError, RecursionError):
+            raise Problem(400, "validation", "Invalid detection", "the body is not valid JSON") from None
+        batch = isinstance(payload, list)
+        items = payload if batch else [payload]
+        submissions = [
+            Submission(payload=item, identity=_v1_identity(item)) for item in items
+        ]
+        outcomes = ingest(submissions, batch=batch)
+        wants = request.accept_mimetypes.best_match([XML, JSON], default=XML)
+        if wants == JSON:
+            body: Any = [o.as_json() for o in outcomes] if batch else outcomes[0].as_json()
+            response = Response(json.dumps(body), status=201, mimetype=JSON)
+        else:
+            response = Response(_cot_document(outcomes, batch), status=201, mimetype=XML)
+        response.headers["Location"] = RECORD_PATH + outcomes[0].record_id
+        return response
+
+    @app.get("/api/v1/detections/<record_id>")
+    def get_detection(record_id: str) -> Response:
+        if not record_id.isalnum() or len(record_id) > 64:
+            raise Problem(404, "not_found", "Not found", "no detection with that id")
+        record = records.get(record_id)
+        if record is None:
+            raise Problem(404, "not_found", "Not found", "no detection with that id")
+        return Response(json.dumps(record), mimetype=JSON)
+
+    # -- operations -------------------------------------------------------------------------------
+
+    @app.get("/health")
+    def health() -> Response:
+        return Response(json.dumps({"status": "ok"}), mimetype=JSON)
+
+    @app.get("/ready")
+    def ready() -> Response:
+        try:
+            redis.ping()
+        except RedisError:
+            raise redis_unavailable() from None
+        return Response(json.dumps({"status": "ready"}), mimetype=JSON)
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        return Response(json.dumps(openapi_document()), mimetype=JSON)
+
+    return app
+
+
+def _v1_identity(item: Any) -> tuple[str, ...] | None:
+    """v1 producers that send a detection_id get idempotent retries; others get a new record."""
+    if isinstance(item, dict) and isinstance(item.get("detection_id"), str):
+        return ("v1", item["detection_id"])
+    return None
+
+
+def _cot_document(outcomes: list[Outcome], batch: bool) -> bytes:
+    if not batch:
+        return outcomes[0].cot_xml.encode()
+    wrapper = ET.Element("events")
+    for outcome in outcomes:
+        wrapper.append(ET.fromstring(outcome.cot_xml))  # noqa: S314 - our own generated XML
+    return ET.tostring(wrapper, encoding="utf-8")
+
+
+@cache
+def get_app() -> Flask:
+    """The process-wide app (functions-framework imports main.py once per worker)."""
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    return create_app(settings)

@@ -1,0 +1,257 @@
+"""Ingest: validate -> geolocate -> thresholds -> CoT -> store record + enqueue delivery, atomically.
+
+Framework-free: the HTTP layer turns CloudEvents and v1 JSON into ``Submission``s and the results
+back into responses. A request's detections are all-or-nothing: one invalid (400) or geometrically
+impossible (422) detection rejects the request and stores nothing, so a producer can fix and resend
+the whole thing. Redeliveries (same CloudEvent source+id, or same v1 detection_id) find their record
+and get the same answer without a second delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from redis import Redis
+from redis.exceptions import RedisError, WatchError
+from rq import Queue
+
+from detection_api.app import problems
+from detection_api.app.problems import Problem
+from detection_api.core import CoreConfig, geolocation_as_dict, process_detection
+from detection_api.delivery.outbox import Delivery, enqueue_deliveries, tak_queue
+from detection_api.delivery.records import (
+    DeliveryState,
+    RecordStore,
+    new_record_id,
+    record_id_for,
+    record_key,
+)
+from detection_api.geo.types import GeolocationError
+from detection_api.model import Detection, parse_detection
+from detection_api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_WATCH_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One detection as received, with the producer's identity of it (for idempotency)."""
+
+    payload: Any
+    identity: tuple[str, ...] | None = None  # e.g. ("ce", source, id); None: always new
+    event_id: str | None = None  # CloudEvent id: the detection id when the payload has none
+    event_source: str | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    record_id: str
+    detection_id: str
+    state: str
+    duplicate: bool
+    uid: str
+    cot_type: str
+    cot_xml: str
+    object_class: str
+    geolocation: dict[str, Any]
+    filter_reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.record_id,
+            "detection_id": self.detection_id,
+            "state": self.state,
+            "uid": self.uid,
+            "cot_type": self.cot_type,
+            "object_class": self.object_class,
+            "geolocation": self.geolocation,
+        }
+        if self.filter_reason:
+            body["filter_reason"] = self.filter_reason
+        if self.duplicate:
+            body["duplicate"] = True
+        return body
+
+
+class Ingestor:
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.records = RecordStore(redis, settings.retention_seconds)
+        self.queue: Queue = tak_queue(redis)
+        self.core = CoreConfig.from_settings(settings)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def validate(self, submissions: list[Submission], *, batch: bool) -> list[Detection]:
+        detections: list[Detection] = []
+        errors: list[dict[str, Any]] = []
+        for index, submission in enumerate(submissions):
+            prefix: tuple[int, ...] = (index,) if batch else ()
+            if not isinstance(submission.payload, dict):
+                errors.append(
+                    {
+                        "path": problems.field_path((), prefix),
+                        "message": "a detection must be a JSON object",
+                    }
+                )
+                continue
+            try:
+                detections.append(
+                    parse_detection(submission.payload, max_image_bytes=self.core.max_image_bytes)
+                )
+            except ValidationError as exc:
+                errors.extend(problems.validation_errors(exc.errors(), prefix))
+        if errors:
+            raise problems.invalid(
+                f"{len(errors)} invalid field(s); nothing was stored", errors=errors[:100]
+            )
+        return detections
+
+    def ingest(self, submissions: list[Submission], *, batch: bool = False) -> list[Outcome]:
+        if not submissions:
+            raise problems.invalid("no detections in the request")
+        detections = self.validate(submissions, batch=batch)
+        record_ids = [
+            record_id_for(*s.identity) if s.identity else new_record_id() for s in submissions
+        ]
+        try:
+            return self._store(submissions, detections, record_ids, batch=batch)
+        except RedisError as exc:
+            log.warning("redis unavailable during ingest: %s", exc.__class__.__name__)
+            raise problems.redis_unavailable() from exc
+
+    def _store(
+        self,
+        submissions: list[Submission],
+        detections: list[Detection],
+        record_ids: list[str],
+        *,
+        batch: bool,
+    ) -> list[Outcome]:
+        keys = [record_key(rid) for rid in record_ids]
+        for _ in range(_WATCH_ATTEMPTS):
+            with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    # WATCH makes "absent now" and "written by us" one atomic decision, so two
+                    # concurrent redeliveries of the same event cannot both enqueue it.
+                    pipe.watch(*keys)
+                    existing = [pipe.hgetall(key) for key in keys]
+                    outcomes: list[Outcome | None] = [
+                        self._outcome_from_record(raw) if raw else None for raw in existing
+                    ]
+                    fresh = [i for i, o in enumerate(outcomes) if o is None]
+                    processed = self._process(submissions, detections, record_ids, fresh, batch)
+                    pipe.multi()
+                    deliveries: list[Delivery] = []
+                    accepted_at = time.time()
+                    for i, (outcome, fields) in processed.items():
+                        self.records.write_new(pipe, record_ids[i], fields)
+                        if outcome.state == DeliveryState.QUEUED:
+                            deliveries.append(
+                                Delivery(record_ids[i], outcome.cot_xml, accepted_at)
+                            )
+                        outcomes[i] = outcome
+                    enqueue_deliveries(self.queue, pipe, deliveries)
+                    pipe.execute()
+                except WatchError:
+                    continue
+            return [o for o in outcomes if o is not None]
+        raise Problem(
+            409, "conflict", "Concurrent redelivery", "The same event is being stored right now"
+        )
+
+    def _process(
+        self,
+        submissions: list[Submission],
+        detections: list[Detection],
+        record_ids: list[str],
+        indexes: list[int],
+        batch: bool,
+    ) -> dict[int, tuple[Outcome, dict[str, Any]]]:
+        now = datetime.now(UTC)
+        errors: list[dict[str, Any]] = []
+        out: dict[int, tuple[Outcome, dict[str, Any]]] = {}
+        for i in indexes:
+            det, sub = detections[i], submissions[i]
+            detection_id = det.detection_id or sub.event_id or record_ids[i]
+            try:
+                result = process_detection(
+                    det, self.core, record_id=record_ids[i], detection_id=detection_id, now=now
+                )
+            except GeolocationError as exc:
+                path = problems.field_path(("sensor_metadata",), (i,) if batch else ())
+                errors.append({"path": path, "message": str(exc), "reason": exc.reason.value})
+                continue
+            geolocation = geolocation_as_dict(result.geolocation)
+            filter_reason = self._filter_reason(det, geolocation)
+            state = DeliveryState.FILTERED if filter_reason else DeliveryState.QUEUED
+            outcome = Outcome(
+                record_id=record_ids[i],
+                detection_id=detection_id,
+                state=state.value,
+                duplicate=False,
+                uid=result.uid,
+                cot_type=result.cot_type,
+                cot_xml=result.cot_xml,
+                object_class=det.object_class,
+                geolocation=geolocation,
+                filter_reason=filter_reason,
+            )
+            fields = {
+                "state": state.value,
+                "detection_id": detection_id,
+                "uid": result.uid,
+                "cot_type": result.cot_type,
+                "cot": result.cot_xml,
+                "object_class": det.object_class,
+                "ai_confidence": repr(det.ai_confidence),
+                "camera_id": det.camera_id,
+                "track_id": det.track_id,
+                "source": det.source,
+                "event_source": sub.event_source,
+                "event_id": sub.event_id,
+                "filter_reason": filter_reason,
+                "geolocation": geolocation,
+            }
+            out[i] = (outcome, fields)
+        if errors:
+            raise Problem(
+                422,
+                "geometry",
+                "Detection cannot be placed on the ground",
+                f"{len(errors)} detection(s) have no ground intersection; nothing was stored",
+                errors=errors[:100],
+            )
+        return out
+
+    def _filter_reason(self, det: Detection, geolocation: dict[str, Any]) -> str | None:
+        if det.ai_confidence < self.settings.min_ai_confidence:
+            return f"ai_confidence {det.ai_confidence} below MIN_AI_CONFIDENCE"
+        max_ce90 = self.settings.max_ce90_m
+        if max_ce90 > 0 and geolocation["ce90_m"] > max_ce90:
+            return f"ce90 {geolocation['ce90_m']:.1f} m above MAX_CE90_M"
+        return None
+
+    def _outcome_from_record(self, raw: dict[Any, Any]) -> Outcome:
+        record = self.records.decode(raw)
+        return Outcome(
+            record_id=record["id"],
+            detection_id=record.get("detection_id", record["id"]),
+            state=record.get("state", DeliveryState.QUEUED.value),
+            duplicate=True,
+            uid=record.get("uid", ""),
+            cot_type=record.get("cot_type", ""),
+            cot_xml=record.get("cot", ""),
+            object_class=record.get("object_class", ""),
+            geolocation=record.get("geolocation", {}),
+            filter_reason=record.get("filter_reason"),
+        )

@@ -1,0 +1,86 @@
+"""Prometheus metrics of the function. Names are a contract with the alert rules in knative/.
+
+Labels are bounded: endpoints are route templates, classes are the class-map keys or "other",
+never ids. The queue depth is read from Redis when Prometheus scrapes, not kept in the process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from redis import Redis
+from redis.exceptions import RedisError
+
+from detection_api.delivery.outbox import NOTIFY_QUEUE_NAME, QUEUE_NAME
+
+# The *_created series double the exposition size and no alert or dashboard of ours reads them.
+disable_created_metrics()
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+CE90_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 100, 200, 500, 1000, 5000)
+
+
+class QueueDepthCollector(Collector):
+    """``detection_queue_depth{queue}``: LLEN of the rq queues, read at scrape time."""
+
+    def __init__(self, redis_factory: Callable[[], Redis]) -> None:
+        self._redis_factory = redis_factory
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "detection_queue_depth", "Jobs waiting in the rq queue", labels=["queue"]
+        )
+        try:
+            with self._redis_factory().pipeline(transaction=False) as pipe:
+                for name in (QUEUE_NAME, NOTIFY_QUEUE_NAME):
+                    pipe.llen(f"rq:queue:{name}")
+                depths = pipe.execute()
+        except RedisError:
+            return  # absent rather than a misleading 0 while Redis is down
+        for name, depth in zip((QUEUE_NAME, NOTIFY_QUEUE_NAME), depths, strict=True):
+            family.add_metric([name], float(depth))
+        yield family
+
+
+class FunctionMetrics:
+    def __init__(self, registry: CollectorRegistry, known_classes: Iterable[str]) -> None:
+        self.registry = registry
+        self.known_classes = frozenset(c.lower() for c in known_classes)
+        self.requests = Counter(
+            "detection_api_requests",
+            "HTTP requests by method, route template and status",
+            ["method", "endpoint", "status"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "detection_api_request_duration_seconds",
+            "HTTP request duration by method and route template",
+            ["method", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.detections = Counter(
+            "detection_api_detections",
+            "Detections by outcome (accepted, filtered, rejected, duplicate) and class",
+            ["outcome", "object_class"],
+            registry=registry,
+        )
+        self.rejections = Counter(
+            "detection_api_rejections",
+            "Rejected requests by reason (problem type)",
+            ["reason"],
+            registry=registry,
+        )
+        self.ce90 = Histogram(
+            "detection_api_ce90_meters",
+            "Horizontal 90% error radius of accepted detections",
+            buckets=CE90_BUCKETS,
+            registry=registry,
+        )
+
+    def class_label(self, object_class: str) -> str:
+        label = object_class.lower()
+        return label if label in self.known_classes else "other"

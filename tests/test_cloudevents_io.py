@@ -1,0 +1,130 @@
+"""CloudEvents parsing: binary, structured, batch, and every malformed shape answers a Problem."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cloudevents.conversion import to_binary, to_structured
+from cloudevents.http import CloudEvent
+
+from detection_api.app import cloudevents_io as ce
+from detection_api.app.problems import Problem
+
+DATA = {"object_class": "vehicle"}
+
+
+def _event(**attrs: str) -> CloudEvent:
+    base = {"type": "org.detectionapi.detection.created", "source": "/drone/7", "id": "e-1"}
+    base.update(attrs)
+    return CloudEvent(base, DATA)
+
+
+def test_binary_mode_is_parsed_with_its_attributes() -> None:
+    headers, body = to_binary(_event())
+    mode, events = ce.parse_request(headers, body)
+    assert mode == "binary"
+    assert events[0].event_id == "e-1"
+    assert events[0].source == "/drone/7"
+    assert events[0].data == DATA
+
+
+def test_structured_mode_is_parsed() -> None:
+    headers, body = to_structured(_event(subject="cam-1"))
+    mode, events = ce.parse_request(headers, body)
+    assert mode == "structured"
+    assert events[0].subject == "cam-1"
+    assert events[0].data == DATA
+
+
+def test_batch_mode_keeps_order() -> None:
+    items = [json.loads(to_structured(_event(id=f"e-{i}"))[1]) for i in range(3)]
+    mode, events = ce.parse_request(
+        {"Content-Type": ce.BATCH_MEDIA_TYPE}, json.dumps(items).encode()
+    )
+    assert mode == "batch"
+    assert [e.event_id for e in events] == ["e-0", "e-1", "e-2"]
+
+
+def _problem(headers: dict[str, str], body: bytes) -> Problem:
+    with pytest.raises(Problem) as info:
+        ce.parse_request(headers, body)
+    return info.value
+
+
+def test_binary_without_id_is_rejected_not_given_a_default_id() -> None:
+    headers, body = to_binary(_event())
+    del headers["ce-id"]
+    problem = _problem(headers, body)
+    assert problem.status == 400
+    assert problem.errors == [
+        {"path": "ce-id", "message": "required CloudEvents attribute is missing"}
+    ]
+
+
+def test_wrong_specversion_is_rejected() -> None:
+    headers, body = to_binary(_event())
+    headers["ce-specversion"] = "0.3"
+    problem = _problem(headers, body)
+    assert problem.status == 400
+    assert problem.errors[0]["path"] == "ce-specversion"
+
+
+def test_binary_with_non_json_content_type_is_415() -> None:
+    headers, _ = to_binary(_event())
+    headers["content-type"] = "text/plain"
+    assert _problem(headers, b"hello").status == 415
+
+
+def test_binary_with_broken_json_is_400() -> None:
+    headers, _ = to_binary(_event())
+    assert _problem(headers, b"{not json").status == 400
+
+
+def test_plain_json_without_ce_headers_is_415_with_a_pointer_to_rest() -> None:
+    problem = _problem({"Content-Type": "application/json"}, b"{}")
+    assert problem.status == 415
+    assert "/api/v1/detections" in (problem.detail or "")
+
+
+def test_structured_missing_source_names_the_attribute() -> None:
+    raw = json.loads(to_structured(_event())[1])
+    del raw["source"]
+    problem = _problem({"Content-Type": ce.STRUCTURED_MEDIA_TYPE}, json.dumps(raw).encode())
+    assert problem.errors[0]["path"] == "source"
+
+
+def test_structured_base64_data_is_415() -> None:
+    raw = json.loads(to_structured(_event())[1])
+    raw.pop("data")
+    raw["data_base64"] = "AAAA"
+    problem = _problem({"Content-Type": ce.STRUCTURED_MEDIA_TYPE}, json.dumps(raw).encode())
+    assert problem.status == 415
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [(b"{}", 400), (b"[]", 400), (b"[1, 2]", 400), (b"not json", 400), (b"[" * 100_000, 400)],
+)
+def test_bad_batches_are_400(body: bytes, status: int) -> None:
+    assert _problem({"Content-Type": ce.BATCH_MEDIA_TYPE}, body).status == status
+
+
+def test_batch_item_errors_carry_the_index() -> None:
+    good = json.loads(to_structured(_event())[1])
+    bad = dict(good)
+    del bad["type"]
+    problem = _problem(
+        {"Content-Type": ce.BATCH_MEDIA_TYPE}, json.dumps([good, bad]).encode()
+    )
+    assert problem.errors[0]["path"] == "[1].type"
+
+
+def test_reply_has_a_different_type_so_a_broker_cannot_loop_it() -> None:
+    reply = ce.reply_event({"id": "r"}, event_id="r", subject="d-1")
+    headers, body = ce.binary_reply(reply)
+    assert headers["ce-type"] == "org.detectionapi.detection.geolocated"
+    assert headers["ce-id"] == "r"
+    assert json.loads(body) == {"id": "r"}
+    batch = json.loads(ce.batch_reply([reply, reply]))
+    assert [item["type"] for item in batch] == ["org.detectionapi.detection.geolocated"] * 2
