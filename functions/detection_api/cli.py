@@ -19,6 +19,7 @@ _VERB_MODULES = {
     "up": "up",
     "worker": "worker",
     "send": "send",
+    "token": "token",
 }
 
 
@@ -58,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("binary", "structured", "batch"), default="binary")
     p.add_argument("--source", default="detection-api-cli", help="CloudEvent source attribute")
     p.add_argument("--token", default=None, help="bearer token (default $DETECTION_API_TOKEN)")
+    p = verbs.add_parser(
+        "token",
+        help="mint a bearer token from the configured key (operators only)",
+        description="Sign a JWT with JWT_SECRET_KEY (HS256) or JWT_PRIVATE_KEY (RS256/ES256).",
+    )
+    p.add_argument("--sub", required=True, help="subject: who the token is for")
+    p.add_argument(
+        "--scope",
+        action="append",
+        default=None,
+        choices=("detections:write", "detections:read", "admin"),
+        help="repeat for several (default: detections:write)",
+    )
+    p.add_argument("--ttl", type=int, default=None, help="lifetime in seconds (default JWT_EXPIRATION)")
     return parser
 
 

@@ -43,10 +43,23 @@ class Settings(BaseSettings):
     max_delivery_attempts: int = Field(default=10, ge=1)
 
     # --- auth, limits, HTTP --------------------------------------------------------------------
-    jwt_secret_key: str | None = None
-    jwt_algorithm: str = "HS256"
-    jwt_expiration: int = Field(default=3600, gt=0)
+    jwt_secret_key: str | None = None  # HS256 shared secret
+    jwt_algorithm: str = "HS256"  # exactly one of HS256, RS256, ES256: no algorithm confusion
+    jwt_expiration: int = Field(default=3600, gt=0)  # default lifetime of minted tokens
+    jwt_max_lifetime_seconds: int = Field(default=7 * 86_400, gt=0)  # longer-lived tokens refused
+    jwt_public_key: str | None = None  # RS256/ES256: PEM text or a path to a PEM file
+    jwt_private_key: str | None = None  # RS256/ES256 minting (operator CLI only): PEM or path
+    jwt_jwks_file: str | None = None  # RS256/ES256: a JWKS file instead of one public key
+    jwt_issuer: str | None = None  # checked when set
+    jwt_audience: str | None = None  # checked when set
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)  # clock skew allowance
     auth_disabled: bool = False
+    # In-cluster Broker deliveries to POST / without a token, where NetworkPolicy is the boundary.
+    auth_trust_cluster_events: bool = False
+    # Knative Eventing OIDC: tokens of this issuer/audience (keys from a mounted JWKS) may POST /.
+    eventing_oidc_issuer: str | None = None
+    eventing_oidc_audience: str | None = None
+    eventing_oidc_jwks_file: str | None = None
     rate_limit: str = "100/second"
     cors_origins: str = ""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)

@@ -25,6 +25,7 @@ from detection_api.app.ingest import Ingestor, Outcome, Submission
 from detection_api.app.metrics import FunctionMetrics, QueueDepthCollector
 from detection_api.app.openapi import openapi_document
 from detection_api.app.problems import PROBLEM_MEDIA_TYPE, Problem, redis_unavailable
+from detection_api.app.security import install_auth, install_cors_and_headers, install_rate_limits
 from detection_api.cot import DEFAULT_TYPE_MAP
 from detection_api.delivery.records import RecordStore
 from detection_api.settings import Settings, get_settings
@@ -72,9 +73,6 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
                 time.perf_counter() - started
             )
         metrics.requests.labels(request.method, endpoint, str(response.status_code)).inc()
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
         return response
 
     @app.errorhandler(Problem)
@@ -97,6 +95,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             404: "not_found",
             405: "method_not_allowed",
             413: "too_large",
+            429: "rate_limited",
         }.get(status, f"http_{status}")
         detail = exc.description
         if isinstance(exc, RequestEntityTooLarge):
@@ -113,6 +112,11 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             return _problem(redis_unavailable())
         log.exception("unexpected error on %s %s", request.method, request.path)
         return _problem(Problem(500, "internal", "Internal error", "the error was logged"))
+
+    # After the timer hook: auth first (the rate-limit key is the token subject), then limits.
+    install_cors_and_headers(app, settings)
+    install_auth(app, settings)
+    install_rate_limits(app, settings)
 
     # -- ingest -----------------------------------------------------------------------------------
 
