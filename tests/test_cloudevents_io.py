@@ -114,9 +114,7 @@ def test_batch_item_errors_carry_the_index() -> None:
     good = json.loads(to_structured(_event())[1])
     bad = dict(good)
     del bad["type"]
-    problem = _problem(
-        {"Content-Type": ce.BATCH_MEDIA_TYPE}, json.dumps([good, bad]).encode()
-    )
+    problem = _problem({"Content-Type": ce.BATCH_MEDIA_TYPE}, json.dumps([good, bad]).encode())
     assert problem.errors[0]["path"] == "[1].type"
 
 

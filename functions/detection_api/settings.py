@@ -64,6 +64,15 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     discord_webhook_url: str | None = None
+    # Discord alerts: detections of these classes (comma list) at or above this confidence.
+    alert_classes: str = ""
+    alert_min_confidence: float = Field(default=0.8, ge=0.0, le=1.0)
+    # Alert when the TAK connection has been down this long (seconds).
+    tak_disconnect_alert_seconds: float = Field(default=60.0, gt=0)
+    # Discord messages per minute at most; alerts beyond it are coalesced into the next message.
+    notify_max_per_minute: int = Field(default=20, ge=1)
+    # Audit trail: approximate maximum length of the global Redis stream.
+    audit_max_len: int = Field(default=100_000, ge=100)
 
     # --- detection handling --------------------------------------------------------------------
     detection_event_types: str = DETECTION_CREATED_TYPE
@@ -91,6 +100,10 @@ class Settings(BaseSettings):
     @property
     def accepted_event_types(self) -> frozenset[str]:
         return frozenset(t.strip() for t in self.detection_event_types.split(",") if t.strip())
+
+    @property
+    def alert_class_set(self) -> frozenset[str]:
+        return frozenset(c.strip().lower() for c in self.alert_classes.split(",") if c.strip())
 
     @property
     def cors_origin_list(self) -> list[str]:

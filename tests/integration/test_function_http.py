@@ -322,3 +322,15 @@ def test_redis_down_is_503_with_retry_after_and_recovers_by_itself(function_url,
     assert request(function_url, "GET", "/ready").status == 200
     # The first job was acknowledged before the kill: appendonly kept it.
     assert redis_server.client().llen(TAK_QUEUE) == 2
+
+
+def test_audit_trail_per_record_and_for_rejections(function_url, redis_server):
+    reply = post_json(function_url, "/api/v1/detections", detection(detection_id="audit-1"))
+    events = request(function_url, "GET", reply.header("location") + "/events").json
+    assert [e["event"] for e in events] == ["received", "queued"]
+    assert all(e["detection_id"] == "audit-1" for e in events)
+    post_json(function_url, "/api/v1/detections", detection(detection_id="bad-1", pixel_x=-5.0))
+    trail = redis_server.client().xrange("detection:audit")
+    rejected = [f for _, f in trail if f[b"event"] == b"rejected"]
+    assert rejected[-1][b"detection_id"] == b"bad-1"
+    assert rejected[-1][b"reason"].startswith(b"validation")

@@ -28,6 +28,7 @@ from detection_api.app.problems import PROBLEM_MEDIA_TYPE, Problem, redis_unavai
 from detection_api.app.security import install_auth, install_cors_and_headers, install_rate_limits
 from detection_api.cot import DEFAULT_TYPE_MAP
 from detection_api.delivery.records import RecordStore
+from detection_api.logs import configure_logging
 from detection_api.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -210,14 +211,20 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         response.headers["Location"] = RECORD_PATH + outcomes[0].record_id
         return response
 
-    @app.get("/api/v1/detections/<record_id>")
-    def get_detection(record_id: str) -> Response:
-        if not record_id.isalnum() or len(record_id) > 64:
-            raise Problem(404, "not_found", "Not found", "no detection with that id")
-        record = records.get(record_id)
+    def existing_record(record_id: str) -> dict[str, Any]:
+        record = records.get(record_id) if _plausible_id(record_id) else None
         if record is None:
             raise Problem(404, "not_found", "Not found", "no detection with that id")
-        return Response(json.dumps(record), mimetype=JSON)
+        return record
+
+    @app.get("/api/v1/detections/<record_id>")
+    def get_detection(record_id: str) -> Response:
+        return Response(json.dumps(existing_record(record_id)), mimetype=JSON)
+
+    @app.get("/api/v1/detections/<record_id>/events")
+    def get_detection_events(record_id: str) -> Response:
+        existing_record(record_id)
+        return Response(json.dumps(ingestor.audit.events_for(record_id)), mimetype=JSON)
 
     # -- operations -------------------------------------------------------------------------------
 
@@ -244,6 +251,10 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     return app
 
 
+def _plausible_id(record_id: str) -> bool:
+    return record_id.isalnum() and len(record_id) <= 64
+
+
 def _v1_identity(item: Any) -> tuple[str, ...] | None:
     """v1 producers that send a detection_id get idempotent retries; others get a new record."""
     if isinstance(item, dict) and isinstance(item.get("detection_id"), str):
@@ -264,8 +275,5 @@ def _cot_document(outcomes: list[Outcome], batch: bool) -> bytes:
 def get_app() -> Flask:
     """The process-wide app (functions-framework imports main.py once per worker)."""
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(settings.log_level)
     return create_app(settings)

@@ -23,6 +23,7 @@ from rq import Queue
 from detection_api.app import problems
 from detection_api.app.problems import Problem
 from detection_api.core import CoreConfig, geolocation_as_dict, process_detection
+from detection_api.delivery.audit import AuditEvent, AuditLog
 from detection_api.delivery.outbox import Delivery, enqueue_deliveries, tak_queue
 from detection_api.delivery.records import (
     DeliveryState,
@@ -88,6 +89,9 @@ class Ingestor:
         self.records = RecordStore(redis, settings.retention_seconds)
         self.queue: Queue = tak_queue(redis)
         self.core = CoreConfig.from_settings(settings)
+        self.audit = AuditLog(
+            redis, max_len=settings.audit_max_len, retention_seconds=settings.retention_seconds
+        )
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -119,15 +123,49 @@ class Ingestor:
     def ingest(self, submissions: list[Submission], *, batch: bool = False) -> list[Outcome]:
         if not submissions:
             raise problems.invalid("no detections in the request")
-        detections = self.validate(submissions, batch=batch)
-        record_ids = [
-            record_id_for(*s.identity) if s.identity else new_record_id() for s in submissions
-        ]
         try:
-            return self._store(submissions, detections, record_ids, batch=batch)
+            detections = self.validate(submissions, batch=batch)
+            record_ids = [
+                record_id_for(*s.identity) if s.identity else new_record_id() for s in submissions
+            ]
+            outcomes = self._store(submissions, detections, record_ids, batch=batch)
         except RedisError as exc:
             log.warning("redis unavailable during ingest: %s", exc.__class__.__name__)
             raise problems.redis_unavailable() from exc
+        except Problem as problem:
+            self._audit_rejection(submissions, problem)
+            raise
+        for outcome in outcomes:
+            log.info(
+                "detection %s",
+                "duplicate" if outcome.duplicate else outcome.state,
+                extra={"record_id": outcome.record_id, "detection_id": outcome.detection_id},
+            )
+        return outcomes
+
+    def _audit_rejection(self, submissions: list[Submission], problem: Problem) -> None:
+        reason = f"{problem.slug}: {problem.detail or problem.title}"
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for submission in submissions:
+                    payload = submission.payload if isinstance(submission.payload, dict) else {}
+                    detection_id = payload.get("detection_id")
+                    self.audit.append(
+                        pipe,
+                        AuditEvent.REJECTED,
+                        detection_id=detection_id if isinstance(detection_id, str) else None,
+                        event_id=submission.event_id,
+                        reason=reason,
+                    )
+                pipe.execute()
+        except RedisError:
+            pass  # the rejection itself is answered and counted; the trail is best effort here
+        log.info(
+            "rejected %d detection(s): %s",
+            len(submissions),
+            reason,
+            extra={"event_id": submissions[0].event_id},
+        )
 
     def _store(
         self,
@@ -155,6 +193,16 @@ class Ingestor:
                     accepted_at = time.time()
                     for i, (outcome, fields) in processed.items():
                         self.records.write_new(pipe, record_ids[i], fields)
+                        for audit_event in (AuditEvent.RECEIVED, AuditEvent(outcome.state)):
+                            self.audit.append(
+                                pipe,
+                                audit_event,
+                                record_id=record_ids[i],
+                                detection_id=outcome.detection_id,
+                                event_id=submissions[i].event_id,
+                                reason=outcome.filter_reason,
+                                now=accepted_at,
+                            )
                         if outcome.state == DeliveryState.QUEUED:
                             deliveries.append(
                                 Delivery(record_ids[i], outcome.cot_xml, accepted_at)
