@@ -96,7 +96,6 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             404: "not_found",
             405: "method_not_allowed",
             413: "too_large",
-            429: "rate_limited",
         }.get(status, f"http_{status}")
         detail = exc.description
         if isinstance(exc, RequestEntityTooLarge):

@@ -1,4 +1,4 @@
-"""Ingest: validate -> geolocate -> thresholds -> CoT -> store record + enqueue delivery, atomically.
+"""Ingest: validate -> geolocate -> thresholds -> CoT -> store record and delivery job atomically.
 
 Framework-free: the HTTP layer turns CloudEvents and v1 JSON into ``Submission``s and the results
 back into responses. A request's detections are all-or-nothing: one invalid (400) or geometrically
@@ -17,12 +17,13 @@ from typing import Any
 
 from pydantic import ValidationError
 from redis import Redis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 from rq import Queue
 
 from detection_api.app import problems
 from detection_api.app.problems import Problem
 from detection_api.core import CoreConfig, geolocation_as_dict, process_detection
+from detection_api.delivery.atomic import AtomicWriter
 from detection_api.delivery.audit import AuditEvent, AuditLog
 from detection_api.delivery.outbox import Delivery, enqueue_deliveries, tak_queue
 from detection_api.delivery.records import (
@@ -38,7 +39,7 @@ from detection_api.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_WATCH_ATTEMPTS = 5
+_STORE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,7 @@ class Ingestor:
         self.redis = redis
         self.records = RecordStore(redis, settings.retention_seconds)
         self.queue: Queue = tak_queue(redis)
+        self.atomic = AtomicWriter(redis)
         self.core = CoreConfig.from_settings(settings)
         self.audit = AuditLog(
             redis, max_len=settings.audit_max_len, retention_seconds=settings.retention_seconds
@@ -175,44 +177,48 @@ class Ingestor:
         *,
         batch: bool,
     ) -> list[Outcome]:
-        keys = [record_key(rid) for rid in record_ids]
-        for _ in range(_WATCH_ATTEMPTS):
-            with self.redis.pipeline(transaction=True) as pipe:
-                try:
-                    # WATCH makes "absent now" and "written by us" one atomic decision, so two
-                    # concurrent redeliveries of the same event cannot both enqueue it.
-                    pipe.watch(*keys)
-                    existing = [pipe.hgetall(key) for key in keys]
-                    outcomes: list[Outcome | None] = [
-                        self._outcome_from_record(raw) if raw else None for raw in existing
-                    ]
-                    fresh = [i for i, o in enumerate(outcomes) if o is None]
-                    processed = self._process(submissions, detections, record_ids, fresh, batch)
-                    pipe.multi()
-                    deliveries: list[Delivery] = []
-                    accepted_at = time.time()
-                    for i, (outcome, fields) in processed.items():
-                        self.records.write_new(pipe, record_ids[i], fields)
-                        for audit_event in (AuditEvent.RECEIVED, AuditEvent(outcome.state)):
-                            self.audit.append(
-                                pipe,
-                                audit_event,
-                                record_id=record_ids[i],
-                                detection_id=outcome.detection_id,
-                                event_id=submissions[i].event_id,
-                                reason=outcome.filter_reason,
-                                now=accepted_at,
-                            )
-                        if outcome.state == DeliveryState.QUEUED:
-                            deliveries.append(
-                                Delivery(record_ids[i], outcome.cot_xml, accepted_at)
-                            )
-                        outcomes[i] = outcome
-                    enqueue_deliveries(self.queue, pipe, deliveries)
-                    pipe.execute()
-                except WatchError:
-                    continue
-            return [o for o in outcomes if o is not None]
+        # Geometry first: an impossible detection rejects the request before anything is written.
+        processed = self._process(submissions, detections, record_ids, batch)
+        outcomes: dict[int, Outcome] = {}
+        pending = list(range(len(submissions)))
+        for _ in range(_STORE_ATTEMPTS):
+            accepted_at = time.time()
+            recorder = self.atomic.recorder()
+            deliveries: list[Delivery] = []
+            for i in pending:
+                outcome, fields = processed[i]
+                self.records.write_new(recorder, record_ids[i], fields)
+                for audit_event in (AuditEvent.RECEIVED, AuditEvent(outcome.state)):
+                    self.audit.append(
+                        recorder,
+                        audit_event,
+                        record_id=record_ids[i],
+                        detection_id=outcome.detection_id,
+                        event_id=submissions[i].event_id,
+                        reason=outcome.filter_reason,
+                        now=accepted_at,
+                    )
+                if outcome.state == DeliveryState.QUEUED:
+                    deliveries.append(Delivery(record_ids[i], outcome.cot_xml, accepted_at))
+            enqueue_deliveries(self.queue, recorder, deliveries)
+            existing = self.atomic.write_if_absent(
+                [record_key(record_ids[i]) for i in pending], recorder
+            )
+            if not existing:
+                outcomes.update((i, processed[i][0]) for i in pending)
+                return [outcomes[i] for i in range(len(submissions))]
+            # Redeliveries: answer them from their stored records, then write the rest.
+            duplicates = [pending[j] for j in existing]
+            with self.redis.pipeline(transaction=False) as pipe:
+                for i in duplicates:
+                    pipe.hgetall(record_key(record_ids[i]))
+                stored = pipe.execute()
+            for i, raw in zip(duplicates, stored, strict=True):
+                if raw:  # (it may have expired in between: then it is written anew)
+                    outcomes[i] = self._outcome_from_record(raw)
+                    pending.remove(i)
+            if not pending:
+                return [outcomes[i] for i in range(len(submissions))]
         raise Problem(
             409, "conflict", "Concurrent redelivery", "The same event is being stored right now"
         )
@@ -222,14 +228,12 @@ class Ingestor:
         submissions: list[Submission],
         detections: list[Detection],
         record_ids: list[str],
-        indexes: list[int],
         batch: bool,
     ) -> dict[int, tuple[Outcome, dict[str, Any]]]:
         now = datetime.now(UTC)
         errors: list[dict[str, Any]] = []
         out: dict[int, tuple[Outcome, dict[str, Any]]] = {}
-        for i in indexes:
-            det, sub = detections[i], submissions[i]
+        for i, (det, sub) in enumerate(zip(detections, submissions, strict=True)):
             detection_id = det.detection_id or sub.event_id or record_ids[i]
             try:
                 result = process_detection(

@@ -7,11 +7,15 @@ subject), then the limiter, then the view. Open paths: health, readiness, metric
 from __future__ import annotations
 
 import logging
+import math
+import time
 
 from flask import Flask, Response, g, request
 from flask_cors import CORS
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
+from limits import parse_many
+from limits.storage import RedisStorage
+from limits.strategies import SlidingWindowCounterRateLimiter
+from redis.exceptions import RedisError
 
 from detection_api.app.problems import Problem
 from detection_api.auth import AuthError, Principal, Scope, TokenVerifier
@@ -83,32 +87,45 @@ def _rate_limit_key() -> str:
     principal: Principal | None = g.get("principal")
     if principal is not None and principal.via == "jwt":
         return f"sub:{principal.subject}"
-    return f"ip:{get_remote_address()}"
+    return f"ip:{request.remote_addr or 'unknown'}"
 
 
-def install_rate_limits(app: Flask, settings: Settings) -> Limiter:
-    """Limits per token subject (or client IP) in Redis, so they hold across pods. A breach is
-    flask-limiter's 429, shaped into problem+json by the app's error handler; the limiter adds
-    Retry-After and the RateLimit-* headers."""
-    app.config.update(
-        RATELIMIT_STORAGE_URI=settings.redis_url,
-        RATELIMIT_STRATEGY="sliding-window-counter",
-        RATELIMIT_KEY_PREFIX="detection:ratelimit",
-        RATELIMIT_HEADERS_ENABLED=True,
-        RATELIMIT_HEADER_LIMIT="RateLimit-Limit",
-        RATELIMIT_HEADER_REMAINING="RateLimit-Remaining",
-        RATELIMIT_HEADER_RESET="RateLimit-Reset",
-        # Redis down: let the request through; ingest itself answers 503 without the queue.
-        RATELIMIT_SWALLOW_ERRORS=True,
-    )
+def install_rate_limits(app: Flask, settings: Settings) -> None:
+    """Limits per token subject (or client IP) counted in Redis, so they hold across pods.
 
-    limiter = Limiter(
-        key_func=_rate_limit_key,
-        app=app,
-        default_limits=[settings.rate_limit],
-        default_limits_exempt_when=lambda: request.path in OPEN_PATHS,
-    )
-    return limiter
+    The ``limits`` library (the engine under flask-limiter) is used directly: one Lua call per
+    request for the sliding-window counter, and the window statistics for the RateLimit-* headers
+    are read only when answering 429. Redis down: the request goes on, and ingest answers 503.
+    """
+    storage = RedisStorage(settings.redis_url, key_prefix="detection:ratelimit")
+    limiter = SlidingWindowCounterRateLimiter(storage)
+    rules = parse_many(settings.rate_limit)
+
+    @app.before_request
+    def _rate_limit() -> None:
+        if request.path in OPEN_PATHS or request.method == "OPTIONS":
+            return
+        key = _rate_limit_key()
+        for rule in rules:
+            try:
+                allowed = limiter.hit(rule, key)
+            except RedisError:
+                return
+            if not allowed:
+                stats = limiter.get_window_stats(rule, key)
+                retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+                raise Problem(
+                    429,
+                    "rate_limited",
+                    "Too many requests",
+                    f"limit of {rule} exceeded; retry after {retry_after} s",
+                    headers={
+                        "Retry-After": str(retry_after),
+                        "RateLimit-Limit": str(rule.amount),
+                        "RateLimit-Remaining": str(stats.remaining),
+                        "RateLimit-Reset": str(retry_after),
+                    },
+                )
 
 
 def install_cors_and_headers(app: Flask, settings: Settings) -> None:

@@ -1,0 +1,147 @@
+"""Ingest throughput and latency of the function, cold start and memory, next to a trivial
+functions-framework endpoint under the same server settings (1 worker, 8 threads).
+
+Our path is the product path: JWT verification, the Redis-backed rate limit (set high enough not
+to trigger), validation, geolocation, CoT, and the Redis transaction that stores record + job.
+Runs alternate (baseline, ours, baseline, ours...) and ratios are per adjacent pair, medians taken.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import jwt
+from cloudevents.conversion import to_binary, to_structured
+from cloudevents.http import CloudEvent
+
+from bench import Row
+from bench.loadgen import MARKER, LoadResult, RequestSpec, run_load
+from bench.processes import JWT_SECRET, REPO, Processes, rss_mib
+from detection_api.local.ports import free_port
+
+EXAMPLE = json.loads((REPO / "examples" / "detection.json").read_text())
+EXAMPLE.pop("detection_id", None)
+CONCURRENCY = 16
+SECONDS = 4.0
+ROUNDS = 3
+BATCH = 100
+
+
+def _token() -> str:
+    claims = {"sub": "bench", "scope": "detections:write", "exp": int(time.time()) + 3600}
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+
+
+def _event(event_id: str) -> CloudEvent:
+    return CloudEvent(
+        {
+            "type": "org.detectionapi.detection.created",
+            "source": "/bench",
+            "id": event_id,
+            "datacontenttype": "application/json",
+        },
+        EXAMPLE,
+    )
+
+
+def _specs(token: str) -> dict[str, RequestSpec]:
+    auth = {"Authorization": f"Bearer {token}"}
+    headers, body = to_binary(_event(MARKER))
+    binary = RequestSpec("POST", "/", {**dict(headers), **auth}, body)
+    rest = RequestSpec(
+        "POST",
+        "/api/v1/detections",
+        {"Content-Type": "application/json", "Accept": "application/json", **auth},
+        json.dumps(EXAMPLE).encode(),
+    )
+    items = [json.loads(to_structured(_event(f"{MARKER}-{i}"))[1]) for i in range(BATCH)]
+    batch = RequestSpec(
+        "POST",
+        "/",
+        {"Content-Type": "application/cloudevents-batch+json", **auth},
+        json.dumps(items).encode(),
+    )
+    return {"binary": binary, "rest": rest, "batch": batch}
+
+
+def _cold_start(procs: Processes, redis_url: str, token: str) -> float:
+    """Seconds from spawning the function to its first 201 on a real detection."""
+    port = free_port()
+    body = json.dumps(EXAMPLE).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    started = time.perf_counter()
+    procs.start_function_unready("cold", port, {"REDIS_URL": redis_url, "JWT_SECRET_KEY": JWT_SECRET})
+    deadline = started + 30
+    while time.perf_counter() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("POST", "/api/v1/detections", body=body, headers=headers)
+            if conn.getresponse().status == 201:
+                return time.perf_counter() - started
+        except OSError:
+            time.sleep(0.005)
+        finally:
+            conn.close()
+    raise TimeoutError("the function did not answer 201 within 30 s")
+
+
+def run() -> list[Row]:
+    token = _token()
+    specs = _specs(token)
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, Processes(Path(tmp)) as procs:
+        redis = procs.start_redis()
+        env = {
+            "REDIS_URL": redis.url,
+            "JWT_SECRET_KEY": JWT_SECRET,
+            "RATE_LIMIT": "1000000/second",
+            "LOG_LEVEL": "WARNING",
+        }
+        ours = procs.start_function("function", env)
+        trivial = procs.start_function("trivial", {}, trivial=True)
+        trivial_spec = RequestSpec("POST", "/", specs["binary"].headers, specs["binary"].body)
+
+        results: dict[str, list[LoadResult]] = {"trivial": [], "binary": [], "rest": [], "batch": []}
+        for _ in range(ROUNDS):
+            results["trivial"].append(run_load(trivial, trivial_spec, concurrency=CONCURRENCY, seconds=SECONDS))
+            for name in ("binary", "rest"):
+                results[name].append(run_load(ours, specs[name], concurrency=CONCURRENCY, seconds=SECONDS))
+            results["batch"].append(run_load(ours, specs["batch"], concurrency=4, seconds=SECONDS))
+            redis.client().flushall()
+        function_rss = rss_mib(procs.started[0].pid)
+        cold = statistics.median(_cold_start(procs, redis.url, token) for _ in range(3))
+
+    def med(name: str, attr: str) -> float:
+        return statistics.median(getattr(r, attr) for r in results[name])
+
+    def pair_ratio(name: str) -> float:
+        return statistics.median(
+            o.rate / t.rate for o, t in zip(results[name], results["trivial"], strict=True)
+        )
+
+    errors = sum(r.errors for rs in results.values() for r in rs)
+    if errors:
+        raise RuntimeError(f"{errors} requests failed during the ingest benchmark")
+    trivial_name = f"trivial functions-framework endpoint, {CONCURRENCY} connections"
+    batch_rate = [r.rate * BATCH for r in results["batch"]]
+    single_rate = [r.rate for r in results["binary"]]
+    return [
+        Row("CloudEvent binary, req/s", med("binary", "rate"), "req/s",
+            med("trivial", "rate"), trivial_name, pair_ratio("binary")),
+        Row("CloudEvent binary p50", med("binary", "p50_ms"), "ms", med("trivial", "p50_ms"),
+            trivial_name),
+        Row("CloudEvent binary p99", med("binary", "p99_ms"), "ms", med("trivial", "p99_ms"),
+            trivial_name),
+        Row("REST v1, req/s", med("rest", "rate"), "req/s", med("trivial", "rate"),
+            trivial_name, pair_ratio("rest")),
+        Row("REST v1 p99", med("rest", "p99_ms"), "ms", med("trivial", "p99_ms"), trivial_name),
+        Row(f"batch of {BATCH} CloudEvents, detections/s", statistics.median(batch_rate),
+            "detections/s", statistics.median(single_rate), "single binary CloudEvents",
+            statistics.median(b / s for b, s in zip(batch_rate, single_rate, strict=True))),
+        Row("cold start to first 201", cold, "s"),
+        Row("function RSS after load", function_rss, "MiB"),
+    ]

@@ -1,0 +1,112 @@
+"""Start the processes a benchmark needs (Redis, the function, a baseline function, the forwarder,
+taky) on free loopback ports, and always stop them: ``with Processes(tmp) as procs: ...``."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+from types import TracebackType
+
+from detection_api.local.ports import free_port
+from detection_api.local.probes import http_ok
+from detection_api.local.procs import ManagedProcess
+from detection_api.local.redis_server import RedisServer
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+FUNCTION_SOURCE = REPO / "functions" / "main.py"
+TRIVIAL_SOURCE = REPO / "bench" / "trivial_function.py"
+# One gunicorn worker per function, as in a Knative pod; threads as functions-framework defaults.
+SERVER_ENV = {"WORKERS": "1", "THREADS": "8", "PYTHONUNBUFFERED": "1"}
+JWT_SECRET = secrets.token_urlsafe(32)  # per run; never stored
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children (gunicorn master + worker), MiB."""
+    total = 0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+class Processes:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.started: list[ManagedProcess] = []
+        self.redis: RedisServer | None = None
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for process in reversed(self.started):
+            process.stop(timeout=10)
+        if self.redis is not None:
+            self.redis.stop()
+
+    def start_redis(self) -> RedisServer:
+        self.redis = RedisServer(data_dir=self.tmp / "redis", port=free_port()).start()
+        return self.redis
+
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], ready_url: str, timeout: float = 60
+    ) -> ManagedProcess:
+        process = ManagedProcess(
+            name,
+            argv,
+            log_path=self.tmp / f"{name}.log",
+            env={**os.environ, **env},
+            cwd=REPO,
+        ).start()
+        self.started.append(process)
+        process.wait_until(lambda: http_ok(ready_url), timeout=timeout, what=f"{name} ready")
+        return process
+
+    @staticmethod
+    def function_argv(port: int, *, trivial: bool = False) -> list[str]:
+        source, target = (TRIVIAL_SOURCE, "trivial") if trivial else (FUNCTION_SOURCE, "detection_api")
+        return [
+            str(BIN / "functions-framework"),
+            "--source",
+            str(source),
+            "--target",
+            target,
+            "--signature-type",
+            "http",
+            "--port",
+            str(port),
+        ]
+
+    def start_function(self, name: str, env: dict[str, str], *, trivial: bool = False) -> int:
+        port = free_port()
+        ready = f"http://127.0.0.1:{port}/" if trivial else f"http://127.0.0.1:{port}/health"
+        self.start(name, self.function_argv(port, trivial=trivial), {**SERVER_ENV, **env}, ready)
+        return port
+
+    def start_function_unready(self, name: str, port: int, env: dict[str, str]) -> ManagedProcess:
+        """Spawn without waiting (the caller measures the cold start itself)."""
+        process = ManagedProcess(
+            f"{name}-{port}",
+            self.function_argv(port),
+            log_path=self.tmp / f"{name}-{port}.log",
+            env={**os.environ, **SERVER_ENV, **env},
+            cwd=REPO,
+        ).start()
+        self.started.append(process)
+        return process
