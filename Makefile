@@ -9,11 +9,15 @@ PYTEST_ARGS ?=
 
 .PHONY: help venv run test unit integration lint bench clean
 
+# Cluster targets: build render deploy canary promote rollback status undeploy (see docs/deployment.md).
+include deploy.mk
+
 help:
 	@echo "make run     - local stack: Redis, function on :8080, TAK forwarder, taky"
 	@echo "make test    - unit tests, then integration tests against real processes"
 	@echo "make lint    - ruff"
 	@echo "make bench   - loopback benchmarks (ours vs a raw baseline, one run)"
+	@echo "make build render deploy canary promote rollback status undeploy  (DRY_RUN=1 prints)"
 
 venv: $(STAMP)
 

@@ -1,0 +1,354 @@
+"""Cursor-on-Target 2.0 events for geolocated detections (design.md §5), and the TAK ping.
+
+Event shape::
+
+    <event version="2.0" uid=… type="a-u-…" time=… start=… stale=… how="m-i">
+      <point lat="…7 decimals" lon="…" hae="ground height" ce="1-sigma m" le="1-sigma m"/>
+      <detail>
+        <contact callsign="car 17"/>
+        <remarks>car 87% | CE90 12.3 m LE90 4.1 m | GREEN | camera drone-1 | track 17</remarks>
+        <link uid="drone-1" type="a-f-G-E-S" relation="p-p"/>
+        <__detection id=… record=… class=… confidence=… ce90=… le90=… flag=… camera=… track=…
+                     source=… slant_range=… ground_distance=… image_sha256=…/>
+      </detail>
+    </event>
+
+- Times are UTC RFC 3339 with ``Z`` and milliseconds. ``time`` is the generation time, ``start``
+  the capture timestamp, ``stale`` the later of the two plus the stale period.
+- ``uid`` is ``detection-api.<camera>.track.<track_id>`` when the producer tracks objects (the
+  marker moves instead of multiplying; camera is ``camera_id``, else the source, else
+  ``unknown``), otherwise ``detection-api.<record_id>``.
+- ``contact callsign`` is ``<class> <track_id>``, else ``<class> <last 6 characters of the
+  detection id>``: short enough for a map label, distinct between consecutive detections.
+- ``<link relation="p-p">`` (parent-producer) names the camera (``camera_id``, else the source)
+  with the generic sensor type ``a-f-G-E-S``; absent when the producer names neither.
+- ``<__detection>`` is our machine-readable element (the ``__`` prefix follows TAK's convention
+  for non-standard detail elements such as ``__group``). Attributes that have no value are left
+  out. ``confidence`` is 0..1; lengths are metres.
+- The output has no XML declaration (events are concatenated on a TAK stream). Every text and
+  attribute value has the characters XML 1.0 forbids removed; ElementTree escapes the rest, so
+  ``& < > "`` never reach a TAK parser raw.
+
+CoT type by object class (unknown affiliation ``a-u`` until a human confirms; classes are matched
+case-insensitively, with ``_``/``-``/runs of spaces treated as one space). ``COT_TYPE_MAP`` (a JSON
+object) is merged over this table. Anything unmapped is ``a-u-G`` (ground track).
+
+=============================================  ==================  ==========================
+object class                                   CoT type            MIL-STD-2525 / CoT meaning
+=============================================  ==================  ==========================
+person, people, pedestrian, human              a-u-G               ground track
+vehicle, car, truck, van, pickup, suv          a-u-G-E-V           ground vehicle
+motorcycle, bicycle                            a-u-G-E-V           ground vehicle
+bus                                            a-u-G-E-V-U-B       utility vehicle / bus
+tank, armored vehicle                          a-u-G-E-V-A-T       armoured vehicle / tank
+train, locomotive                              a-u-G-E-V-T         locomotive
+aircraft, airplane, plane, helicopter          a-u-A               air track
+drone, uav                                     a-u-A               air track
+boat, ship, vessel                             a-u-S               sea surface track
+building                                       a-u-G-I             building
+weapon                                         a-u-G-E-W           ground weapon
+=============================================  ==================  ==========================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+
+from detection_api.geo.types import Geolocation
+
+COT_VERSION = "2.0"
+HOW_MACHINE_IMAGERY = "m-i"
+UNMAPPED_TYPE = "a-u-G"
+SENSOR_LINK_TYPE = "a-f-G-E-S"  # friendly ground equipment, sensor: the camera that saw it
+DETAIL_ELEMENT = "__detection"
+UID_PREFIX = "detection-api"
+PING_TYPE = "t-x-c-t"
+PONG_TYPE = "t-x-c-t-r"
+TAK_UNKNOWN_ERROR = 9_999_999.0  # TAK's "unknown" ce/le
+
+_VEHICLE = "a-u-G-E-V"
+_AIR = "a-u-A"
+_SEA = "a-u-S"
+DEFAULT_TYPE_MAP: Mapping[str, str] = MappingProxyType(
+    {
+        "person": UNMAPPED_TYPE,
+        "people": UNMAPPED_TYPE,
+        "pedestrian": UNMAPPED_TYPE,
+        "human": UNMAPPED_TYPE,
+        "vehicle": _VEHICLE,
+        "car": _VEHICLE,
+        "truck": _VEHICLE,
+        "van": _VEHICLE,
+        "pickup": _VEHICLE,
+        "suv": _VEHICLE,
+        "motorcycle": _VEHICLE,
+        "bicycle": _VEHICLE,
+        "bus": "a-u-G-E-V-U-B",
+        "tank": "a-u-G-E-V-A-T",
+        "armored vehicle": "a-u-G-E-V-A-T",
+        "train": "a-u-G-E-V-T",
+        "locomotive": "a-u-G-E-V-T",
+        "aircraft": _AIR,
+        "airplane": _AIR,
+        "plane": _AIR,
+        "helicopter": _AIR,
+        "drone": _AIR,
+        "uav": _AIR,
+        "boat": _SEA,
+        "ship": _SEA,
+        "vessel": _SEA,
+        "building": "a-u-G-I",
+        "weapon": "a-u-G-E-W",
+    }
+)
+
+# CoT 2.0 base schema pattern for `type` (without the optional ";..." component we never emit).
+_COT_TYPE = re.compile(r"^\w+(-\w+)*$", re.ASCII)
+_CLASS_SEPARATORS = re.compile(r"[\s_-]+")
+# Everything XML 1.0 does not allow in a document (C0 controls but tab/LF/CR, surrogates, FFFE/F).
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_UID_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
+_MAX_UID_PART = 128
+_MAX_CALLSIGN = 64
+_CALLSIGN_ID_CHARS = 6
+
+
+# --- class -> type ------------------------------------------------------------------------------
+
+
+def normalise_class(object_class: str) -> str:
+    """The map key of a class: case-folded, ``_``/``-``/whitespace runs as one space."""
+    return _CLASS_SEPARATORS.sub(" ", object_class).strip().casefold()
+
+
+def parse_type_map(text: str, base: Mapping[str, str] = DEFAULT_TYPE_MAP) -> dict[str, str]:
+    """``COT_TYPE_MAP`` (a JSON object ``{"class": "type"}``) merged over ``base``.
+
+    Raises ValueError naming the bad entry, so a misconfiguration stops the process at start.
+    """
+    merged = dict(base)
+    if not text.strip():
+        return merged
+    try:
+        overrides = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"COT_TYPE_MAP is not valid JSON: {exc.msg}") from None
+    if not isinstance(overrides, dict):
+        raise ValueError('COT_TYPE_MAP must be a JSON object {"object class": "CoT type"}')
+    for object_class, cot_type in overrides.items():
+        if not isinstance(cot_type, str) or not _COT_TYPE.match(cot_type):
+            raise ValueError(
+                f"COT_TYPE_MAP[{object_class!r}] = {cot_type!r} is not a CoT type like a-u-G-E-V"
+            )
+        key = normalise_class(object_class)
+        if not key:
+            raise ValueError("COT_TYPE_MAP has an empty object class")
+        merged[key] = cot_type
+    return merged
+
+
+def cot_type_for(object_class: str, type_map: Mapping[str, str] = DEFAULT_TYPE_MAP) -> str:
+    return type_map.get(normalise_class(object_class), UNMAPPED_TYPE)
+
+
+# --- small formatting helpers ------------------------------------------------------------------
+
+
+def xml_safe(value: str) -> str:
+    """``value`` without the characters XML 1.0 cannot carry (escaping is ElementTree's job)."""
+    if value.isascii() and value.isprintable():  # fast path: printable ASCII is all legal
+        return value
+    return _NOT_XML_CHAR.sub("", value)
+
+
+def _uid_part(value: str) -> str:
+    return _UID_UNSAFE.sub("_", value)[:_MAX_UID_PART] or "_"
+
+
+def detection_uid(
+    *, record_id: str, camera_id: str | None, track_id: str | None, source: str | None
+) -> str:
+    """Stable per camera + track when the producer tracks objects, else one per detection."""
+    if track_id:
+        camera = camera_id or source or "unknown"
+        return f"{UID_PREFIX}.{_uid_part(camera)}.track.{_uid_part(track_id)}"
+    return f"{UID_PREFIX}.{_uid_part(record_id)}"
+
+
+def cot_time(moment: datetime) -> str:
+    """UTC RFC 3339 with ``Z`` and milliseconds (truncated), e.g. 2026-11-27T02:40:16.123Z."""
+    if moment.tzinfo is None:
+        raise ValueError("CoT times need an aware datetime")
+    utc = moment.astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="milliseconds") + "Z"  # isoformat truncates to milliseconds
+
+
+def _require_finite(*values: float) -> None:
+    # xs:decimal has no NaN/INF; fixed-point f-strings below never produce exponents.
+    if not all(map(math.isfinite, values)):
+        raise ValueError(f"not a finite number among {values}")
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionFacts:
+    """What the event says about the detection besides its position."""
+
+    record_id: str
+    detection_id: str
+    object_class: str
+    ai_confidence: float
+    camera_id: str | None = None
+    track_id: str | None = None
+    source: str | None = None
+    image_sha256: str | None = None
+
+
+def _callsign(facts: DetectionFacts) -> str:
+    # The tail of an id is the part that differs between consecutive detections (counters).
+    short = facts.track_id or facts.detection_id[-_CALLSIGN_ID_CHARS:]
+    return f"{facts.object_class} {short}"[:_MAX_CALLSIGN]
+
+
+def _remarks(facts: DetectionFacts, geo: Geolocation) -> str:
+    parts = [
+        f"{facts.object_class} {facts.ai_confidence:.0%}",
+        f"CE90 {geo.ce90_m:.1f} m LE90 {geo.le90_m:.1f} m",
+        geo.flag.value,
+    ]
+    if facts.camera_id:
+        parts.append(f"camera {facts.camera_id}")
+    if facts.track_id:
+        parts.append(f"track {facts.track_id}")
+    return " | ".join(parts)
+
+
+def _event_uid(uid: str) -> str:
+    safe = xml_safe(uid)
+    if not safe.strip():
+        raise ValueError("a CoT event needs a non-blank uid")
+    return safe
+
+
+def _optional(attributes: dict[str, str | None]) -> dict[str, str]:
+    """The attributes that have a value, made XML-safe (only producer text can need it)."""
+    return {name: xml_safe(value) for name, value in attributes.items() if value is not None}
+
+
+def build_detection_event(
+    *,
+    uid: str,
+    cot_type: str,
+    geolocation: Geolocation,
+    facts: DetectionFacts,
+    generated_at: datetime,
+    captured_at: datetime,
+    stale_seconds: int = 300,
+) -> str:
+    """The CoT event of one geolocated detection, as an XML string without declaration."""
+    if not _COT_TYPE.match(cot_type):
+        raise ValueError(f"not a CoT type: {cot_type!r}")
+    event_uid = _event_uid(uid)
+    geo = geolocation
+    ce, le = min(geo.ce_m, TAK_UNKNOWN_ERROR), min(geo.le_m, TAK_UNKNOWN_ERROR)
+    _require_finite(
+        geo.lat_deg,
+        geo.lon_deg,
+        geo.hae_m,
+        ce,
+        le,
+        geo.ce90_m,
+        geo.le90_m,
+        geo.slant_range_m,
+        geo.ground_distance_m,
+        facts.ai_confidence,
+    )
+    stale = max(generated_at, captured_at) + timedelta(seconds=stale_seconds)
+    # One attribute dict per element: ElementTree keeps the order, and it is the fast path
+    # (this function is most of the per-detection cost after the geometry).
+    event = ET.Element(
+        "event",
+        {
+            "version": COT_VERSION,
+            "uid": event_uid,
+            "type": cot_type,
+            "time": cot_time(generated_at),
+            "start": cot_time(captured_at),
+            "stale": cot_time(stale),
+            "how": HOW_MACHINE_IMAGERY,
+        },
+    )
+    ET.SubElement(
+        event,
+        "point",
+        {
+            "lat": f"{geo.lat_deg:.7f}",
+            "lon": f"{geo.lon_deg:.7f}",
+            "hae": f"{geo.hae_m:.2f}",
+            "ce": f"{ce:.2f}",
+            "le": f"{le:.2f}",
+        },
+    )
+    detail = ET.SubElement(event, "detail")
+    ET.SubElement(detail, "contact", {"callsign": xml_safe(_callsign(facts))})
+    ET.SubElement(detail, "remarks").text = xml_safe(_remarks(facts, geo))
+    sensor = xml_safe(facts.camera_id or facts.source or "")
+    if sensor.strip():
+        ET.SubElement(detail, "link", {"uid": sensor, "type": SENSOR_LINK_TYPE, "relation": "p-p"})
+    ET.SubElement(
+        detail,
+        DETAIL_ELEMENT,
+        {
+            "id": xml_safe(facts.detection_id),
+            "record": xml_safe(facts.record_id),
+            "class": xml_safe(facts.object_class),
+            "confidence": f"{facts.ai_confidence:.3f}",
+            "ce90": f"{geo.ce90_m:.2f}",
+            "le90": f"{geo.le90_m:.2f}",
+            "flag": geo.flag.value,
+            **_optional(
+                {
+                    "camera": facts.camera_id,
+                    "track": facts.track_id,
+                    "source": facts.source,
+                }
+            ),
+            "slant_range": f"{geo.slant_range_m:.2f}",
+            "ground_distance": f"{geo.ground_distance_m:.2f}",
+            **_optional({"image_sha256": facts.image_sha256}),
+        },
+    )
+    return ET.tostring(event, encoding="unicode")
+
+
+def build_ping(uid: str, now: datetime, *, stale_seconds: int = 60) -> bytes:
+    """TAK ping (``t-x-c-t``): the server answers ``t-x-c-t-r``, the only application-level
+    acknowledgement on the streaming protocol. UTF-8 bytes without XML declaration."""
+    stamp = cot_time(now)
+    event = ET.Element(
+        "event",
+        {
+            "version": COT_VERSION,
+            "uid": _event_uid(uid),
+            "type": PING_TYPE,
+            "time": stamp,
+            "start": stamp,
+            "stale": cot_time(now + timedelta(seconds=stale_seconds)),
+            "how": "m-g",
+        },
+    )
+    unknown = f"{TAK_UNKNOWN_ERROR:.1f}"
+    ET.SubElement(
+        event, "point", {"lat": "0.0", "lon": "0.0", "hae": "0.0", "ce": unknown, "le": unknown}
+    )
+    ET.SubElement(event, "detail")
+    return ET.tostring(event, encoding="utf-8", xml_declaration=False)

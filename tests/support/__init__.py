@@ -1,0 +1,1 @@
+"""Helpers shared by tests: rendering the Knative manifests, the metric-name contract."""

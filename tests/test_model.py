@@ -1,0 +1,513 @@
+"""The detection payload model: what it accepts, what it refuses (with which field path), the
+image digest, the geometry inputs and the JSON Schema."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import functools
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from detection_api.geo.locate import DEFAULT_SIGMAS
+from detection_api.model import (
+    DETECTION_SCHEMA_ID,
+    Detection,
+    detection_json_schema,
+    parse_detection,
+)
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def load(name: str) -> Any:
+    return json.loads((EXAMPLES / name).read_text())
+
+
+def payload(**overrides: Any) -> dict[str, Any]:
+    data = copy.deepcopy(load("detection.json"))
+    meta_overrides = overrides.pop("sensor_metadata", {})
+    data.update(overrides)
+    data["sensor_metadata"].update(meta_overrides)
+    return data
+
+
+def without(data: dict[str, Any], *keys: str) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    for key in keys:
+        if "." in key:
+            outer, inner = key.split(".")
+            data[outer].pop(inner, None)
+        else:
+            data.pop(key, None)
+    return data
+
+
+def error_locs(data: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
+    with pytest.raises(ValidationError) as info:
+        parse_detection(data, now=NOW, **kwargs)
+    return [tuple(e["loc"]) for e in info.value.errors()]
+
+
+def error_messages(data: Any, **kwargs: Any) -> str:
+    with pytest.raises(ValidationError) as info:
+        parse_detection(data, now=NOW, **kwargs)
+    return " | ".join(e["msg"] for e in info.value.errors())
+
+
+# --- accepted payloads ----------------------------------------------------------------------------
+
+
+def test_examples_are_valid() -> None:
+    det = parse_detection(load("detection.json"), now=NOW)
+    assert det.object_class == "vehicle"
+    assert det.pixel == (1184.5, 742.0)
+    for item in load("batch.json"):
+        parse_detection(item, now=NOW)
+    v1 = parse_detection(load("v1-detection.json"), now=NOW)
+    assert v1.pixel == (640.0, 500.0)
+    assert v1.sensor_metadata.ground_elevation == 0.0
+
+
+def test_v1_payload_gets_documented_default_sigmas() -> None:
+    inputs = parse_detection(load("v1-detection.json"), now=NOW).geometry_inputs()
+    assert inputs.sigmas == DEFAULT_SIGMAS
+
+
+def test_geometry_inputs_carry_the_payload() -> None:
+    det = parse_detection(payload(sensor_metadata={"principal_x": 950.0}), now=NOW)
+    pose, intrinsics, pixel_x, pixel_y, sigmas = det.geometry_inputs()
+    assert (pose.lat_deg, pose.lon_deg) == (51.2185312, -1.8052475)
+    assert pose.height_above_ground_m == 120.0
+    assert pose.ground_hae_m == 177.0
+    assert (pose.heading_deg, pose.pitch_deg, pose.roll_deg) == (135.0, -35.0, 0.8)
+    assert intrinsics.focal_px == 1400.0
+    assert (intrinsics.width_px, intrinsics.height_px) == (1920.0, 1080.0)
+    assert (intrinsics.cx_px, intrinsics.cy_px) == (950.0, 540.0)  # cy defaults to H/2
+    assert (pixel_x, pixel_y) == (1184.5, 742.0)
+    assert (sigmas.position_m, sigmas.altitude_m, sigmas.pixel) == (2.5, 3.0, 2.0)
+
+
+def test_absent_sigmas_take_the_defaults_individually() -> None:
+    data = without(payload(), "sensor_metadata.heading_sigma_deg", "sensor_metadata.pixel_sigma")
+    sigmas = parse_detection(data, now=NOW).geometry_inputs().sigmas
+    assert sigmas.heading_deg == DEFAULT_SIGMAS.heading_deg
+    assert sigmas.pixel == DEFAULT_SIGMAS.pixel
+    assert sigmas.position_m == 2.5
+
+
+def test_zero_sigma_is_allowed() -> None:
+    det = parse_detection(payload(sensor_metadata={"pixel_sigma": 0}), now=NOW)
+    assert det.geometry_inputs().sigmas.pixel == 0.0
+
+
+def test_bbox_only_uses_the_bottom_centre() -> None:
+    data = without(payload(bbox=[100.0, 200.0, 300.0, 450.0]), "pixel_x", "pixel_y")
+    det = parse_detection(data, now=NOW)
+    assert det.pixel_x is None
+    assert det.pixel == (200.0, 450.0)
+    assert det.geometry_inputs()[2:4] == (200.0, 450.0)
+
+
+def test_explicit_pixel_wins_over_bbox() -> None:
+    det = parse_detection(payload(pixel_x=10.0, pixel_y=20.0, bbox=[0, 0, 100, 100]), now=NOW)
+    assert det.pixel == (10.0, 20.0)
+
+
+def test_pixel_on_the_image_border_is_inside() -> None:
+    det = parse_detection(payload(pixel_x=1920, pixel_y=0, bbox=None), now=NOW)
+    assert det.pixel == (1920.0, 0.0)
+
+
+def test_focal_length_from_millimetres() -> None:
+    data = without(payload(), "sensor_metadata.focal_length")
+    data["sensor_metadata"].update(focal_length_mm=8.8, sensor_width_mm=13.2)
+    det = parse_detection(data, now=NOW)
+    assert det.sensor_metadata.focal_length == pytest.approx(8.8 / 13.2 * 1920)
+
+
+def test_focal_length_in_pixels_wins_over_millimetres() -> None:
+    data = payload(sensor_metadata={"focal_length_mm": 8.8, "sensor_width_mm": 13.2})
+    assert parse_detection(data, now=NOW).sensor_metadata.focal_length == 1400.0
+
+
+def test_unknown_fields_are_ignored_at_every_level() -> None:
+    data = payload(extra="x", nested={"a": [1, 2]}, sensor_metadata={"gimbal_mode": "follow"})
+    det = parse_detection(data, now=NOW)
+    assert "extra" not in det.model_dump()
+    assert "gimbal_mode" not in det.sensor_metadata.model_dump()
+
+
+def test_integer_track_id_becomes_text() -> None:
+    assert parse_detection(payload(track_id=42), now=NOW).track_id == "42"
+
+
+def test_image_sizes_given_as_whole_floats_are_accepted() -> None:
+    det = parse_detection(payload(sensor_metadata={"image_width": 1920.0}), now=NOW)
+    assert det.sensor_metadata.image_width == 1920
+
+
+def test_object_class_is_stripped() -> None:
+    assert parse_detection(payload(object_class="  car "), now=NOW).object_class == "car"
+
+
+def test_timestamp_keeps_its_offset_and_is_aware() -> None:
+    det = parse_detection(payload(timestamp="2026-11-26T15:05:09.25+01:00"), now=NOW)
+    assert det.timestamp.utcoffset() == timedelta(hours=1)
+    assert det.timestamp.astimezone(UTC) == datetime(2026, 11, 26, 14, 5, 9, 250_000, tzinfo=UTC)
+
+
+def test_timestamp_slightly_ahead_of_the_clock_is_accepted() -> None:
+    ahead = (NOW + timedelta(hours=23)).isoformat()
+    parse_detection(payload(timestamp=ahead), now=NOW)
+
+
+def test_validation_from_json_text() -> None:
+    text = json.dumps(load("detection.json"))
+    det = Detection.model_validate_json(text, context={"now": NOW})
+    assert det.pixel == (1184.5, 742.0)
+    with pytest.raises(ValidationError) as info:
+        Detection.model_validate_json(text.replace("1184.5", "NaN"), context={"now": NOW})
+    assert [tuple(e["loc"]) for e in info.value.errors()] == [("pixel_x",)]
+
+
+# --- the image ------------------------------------------------------------------------------------
+
+
+def test_image_is_replaced_by_its_sha256() -> None:
+    image = bytes(range(256)) * 10
+    encoded = base64.b64encode(image).decode()
+    det = parse_detection(payload(image_base64=encoded), now=NOW)
+    assert det.image_sha256 == hashlib.sha256(image).hexdigest()
+    dumped = json.dumps(det.model_dump(mode="json"))
+    assert encoded not in dumped
+    assert encoded not in repr(det)
+    assert "image_base64" not in det.model_dump()
+
+
+def test_data_url_images_are_accepted() -> None:
+    det = parse_detection(payload(image_base64="data:image/jpeg;base64,aGVsbG8="), now=NOW)
+    assert det.image_sha256 == hashlib.sha256(b"hello").hexdigest()
+
+
+def test_a_client_cannot_set_the_digest() -> None:
+    assert parse_detection(payload(image_sha256="f" * 64), now=NOW).image_sha256 is None
+
+
+def test_image_cap_is_exact() -> None:
+    image = b"x" * 1000
+    encoded = base64.b64encode(image).decode()
+    parse_detection(payload(image_base64=encoded), now=NOW, max_image_bytes=1000)
+    assert error_locs(payload(image_base64=encoded), max_image_bytes=999) == [("image_base64",)]
+    assert "larger than 999 bytes" in error_messages(
+        payload(image_base64=encoded), max_image_bytes=999
+    )
+
+
+def test_image_cap_zero_refuses_images() -> None:
+    locs = error_locs(payload(image_base64="aGVsbG8="), max_image_bytes=0)
+    assert locs == [("image_base64",)]
+
+
+def test_huge_image_is_refused_before_decoding() -> None:
+    huge = "A" * 5_000_000  # valid base64 characters, far above the default cap
+    assert "larger than" in error_messages(payload(image_base64=huge))
+
+
+@pytest.mark.parametrize("bad", ["not base64!", "aGVsbG8", 12, ["aGVsbG8="]])
+def test_invalid_image_is_refused(bad: Any) -> None:
+    assert error_locs(payload(image_base64=bad)) == [("image_base64",)]
+
+
+# --- refused payloads: each error names its field -------------------------------------------------
+
+
+def test_required_fields() -> None:
+    locs = set(error_locs({}))
+    assert {("object_class",), ("ai_confidence",), ("timestamp",), ("sensor_metadata",)} <= locs
+    assert ("pixel_x",) in locs
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "location_lat",
+        "location_lon",
+        "location_elevation",
+        "heading",
+        "pitch",
+        "roll",
+        "image_width",
+        "image_height",
+    ],
+)
+def test_required_sensor_fields(field: str) -> None:
+    assert error_locs(without(payload(), f"sensor_metadata.{field}")) == [
+        ("sensor_metadata", field)
+    ]
+
+
+def test_focal_length_is_required_in_some_form() -> None:
+    data = without(payload(), "sensor_metadata.focal_length")
+    assert error_locs(data) == [("sensor_metadata", "focal_length")]
+    data["sensor_metadata"]["focal_length_mm"] = 8.8  # without the sensor width: still missing
+    assert error_locs(data) == [("sensor_metadata", "focal_length")]
+
+
+def test_pixel_or_bbox_is_required() -> None:
+    data = without(payload(), "pixel_x", "pixel_y", "bbox")
+    assert error_locs(data) == [("pixel_x",), ("pixel_y",)]
+    assert "required unless bbox" in error_messages(data)
+
+
+@pytest.mark.parametrize("missing", ["pixel_x", "pixel_y"])
+def test_half_a_pixel_is_refused(missing: str) -> None:
+    assert error_locs(without(payload(), missing)) == [("pixel_y",)]
+    assert "given together" in error_messages(without(payload(), missing))
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("sensor_metadata.location_lat", 90.0001),
+        ("sensor_metadata.location_lat", -90.5),
+        ("sensor_metadata.location_lon", 180.0001),
+        ("sensor_metadata.location_lon", -181),
+        ("sensor_metadata.location_elevation", 0),
+        ("sensor_metadata.location_elevation", -5),
+        ("sensor_metadata.heading", 360),
+        ("sensor_metadata.heading", -0.1),
+        ("sensor_metadata.pitch", -90.01),
+        ("sensor_metadata.pitch", 91),
+        ("sensor_metadata.roll", -180),
+        ("sensor_metadata.roll", 180.5),
+        ("sensor_metadata.focal_length", 0),
+        ("sensor_metadata.image_width", 0),
+        ("sensor_metadata.image_width", 1920.5),
+        ("sensor_metadata.image_height", 100_001),
+        ("sensor_metadata.principal_x", 1920.5),
+        ("sensor_metadata.principal_y", -1),
+        ("sensor_metadata.pixel_sigma", -0.1),
+        ("sensor_metadata.heading_sigma_deg", 91),
+        ("sensor_metadata.ground_elevation", 20_000),
+        ("ai_confidence", 1.01),
+        ("ai_confidence", -0.01),
+        ("pixel_x", -1),
+        ("pixel_x", 1920.01),
+        ("pixel_y", 1080.5),
+        ("bbox", [10, 10, 5, 20]),
+        ("bbox", [10, 10, 20, 10]),
+        ("bbox", [10, 10, 20, 1081]),
+        ("bbox", [-1, 10, 20, 30]),
+        ("bbox", [1, 2, 3]),
+        ("object_class", ""),
+        ("object_class", "   "),
+        ("object_class", "c" * 65),
+        ("object_class", "car\nx"),
+        ("source", "s" * 257),
+        ("source", "tab\there"),
+        ("camera_id", "cam 1"),
+        ("camera_id", "cam/1"),
+        ("track_id", "t" * 129),
+        ("track_id", True),
+        ("detection_id", "<id>"),
+    ],
+)
+def test_out_of_range_values_name_their_field(path: str, value: Any) -> None:
+    data = payload()
+    if "." in path:
+        outer, inner = path.split(".")
+        data[outer][inner] = value
+    else:
+        data[path] = value
+    locs = error_locs(data)
+    assert locs and all(loc[: len(path.split("."))] == tuple(path.split(".")) for loc in locs), locs
+
+
+NUMERIC_SENSOR_FIELDS = [
+    "location_lat",
+    "location_lon",
+    "location_elevation",
+    "ground_elevation",
+    "heading",
+    "pitch",
+    "roll",
+    "focal_length",
+    "position_sigma_m",
+    "pixel_sigma",
+]
+
+
+@pytest.mark.parametrize("field", NUMERIC_SENSOR_FIELDS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), "10", True, [1.0]])
+def test_numbers_must_be_finite_json_numbers(field: str, bad: Any) -> None:
+    data = payload(sensor_metadata={field: bad})
+    assert error_locs(data) == [("sensor_metadata", field)]
+
+
+@pytest.mark.parametrize("field", ["location_lat", "heading", "pitch", "roll", "image_width"])
+def test_required_numbers_cannot_be_null(field: str) -> None:
+    assert error_locs(payload(sensor_metadata={field: None})) == [("sensor_metadata", field)]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "0.5", False])
+def test_confidence_and_pixel_must_be_finite_numbers(bad: Any) -> None:
+    assert error_locs(payload(ai_confidence=bad)) == [("ai_confidence",)]
+    assert ("pixel_x",) in error_locs(payload(pixel_x=bad))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("2026-11-26T14:05:09", "UTC offset"),
+        ("2026-11-26T14:05:09.250", "UTC offset"),
+        ("2026-11-26", "RFC 3339"),
+        ("yesterday", "RFC 3339"),
+        ("1764165909", "RFC 3339"),
+        (1764165909, "RFC 3339"),
+        ("2026-13-26T14:05:09Z", "datetime"),
+        ("2026-11-28T12:00:01Z", "in the future"),
+        ("0001-01-01T00:00:00+01:00", "before 1970"),
+        ("1969-12-31T23:59:59.999Z", "before 1970"),
+    ],
+)
+def test_bad_timestamps(value: Any, message: str) -> None:
+    data = payload(timestamp=value)
+    assert error_locs(data) == [("timestamp",)]
+    assert message in error_messages(data)
+
+
+def test_errors_have_their_own_types_and_plain_messages() -> None:
+    with pytest.raises(ValidationError) as info:
+        parse_detection(payload(pixel_x=5000.0), now=NOW)
+    [error] = info.value.errors()
+    assert error["loc"] == ("pixel_x",)
+    assert error["type"] == "outside_image"
+    assert error["msg"] == "must be inside the image (0 ≤ pixel_x ≤ 1920)"
+    with pytest.raises(ValidationError) as info:
+        parse_detection(without(payload(), "pixel_x", "pixel_y", "bbox"), now=NOW)
+    assert [e["msg"] for e in info.value.errors()] == [
+        "pixel_x is required unless bbox is given",
+        "pixel_y is required unless bbox is given",
+    ]
+
+
+def test_future_bound_uses_the_clock_without_context() -> None:
+    far = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    with pytest.raises(ValidationError):
+        Detection.model_validate(payload(timestamp=far))
+
+
+def test_top_level_must_be_an_object() -> None:
+    with pytest.raises(ValidationError):
+        parse_detection([load("detection.json")], now=NOW)
+
+
+# --- JSON Schema ----------------------------------------------------------------------------------
+
+
+@functools.cache
+def schema_validator() -> jsonschema.Draft202012Validator:
+    schema = detection_json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def test_schema_identity_and_requirements() -> None:
+    schema = detection_json_schema()
+    assert schema["$id"] == DETECTION_SCHEMA_ID
+    assert schema["$schema"].endswith("2020-12/schema")
+    assert set(schema["required"]) == {
+        "object_class",
+        "ai_confidence",
+        "timestamp",
+        "sensor_metadata",
+    }
+    assert "image_base64" in schema["properties"]
+    assert "image_sha256" not in schema["properties"]
+    json.dumps(schema)  # JSON-serialisable
+
+
+def test_examples_satisfy_the_schema() -> None:
+    validator = schema_validator()
+    validator.validate(load("detection.json"))
+    validator.validate(load("v1-detection.json"))
+    for item in load("batch.json"):
+        validator.validate(item)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        without(payload(), "pixel_x", "pixel_y", "bbox"),
+        without(payload(), "sensor_metadata.focal_length"),
+        payload(ai_confidence=2),
+        payload(sensor_metadata={"heading": 360}),
+        payload(sensor_metadata={"image_width": "1920"}),
+        payload(camera_id="a b"),
+        payload(pixel_x=None, pixel_y=None, bbox=None),
+    ],
+)
+def test_schema_refuses_what_the_model_refuses(bad: dict[str, Any]) -> None:
+    assert list(schema_validator().iter_errors(bad))
+    with pytest.raises(ValidationError):
+        parse_detection(bad, now=NOW)
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def valid_payloads(draw: st.DrawFn) -> dict[str, Any]:
+    width = draw(st.integers(1, 8000))
+    height = draw(st.integers(1, 8000))
+    meta: dict[str, Any] = {
+        "location_lat": draw(st.floats(-90, 90)),
+        "location_lon": draw(st.floats(-180, 180)),
+        "location_elevation": draw(st.floats(0.01, 100_000)),
+        "heading": draw(st.floats(0, 360, exclude_max=True)),
+        "pitch": draw(st.floats(-90, 90)),
+        "roll": draw(st.floats(-180, 180, exclude_min=True)),
+        "image_width": width,
+        "image_height": height,
+        "focal_length": draw(st.floats(0.01, 1e7)),
+    }
+    if draw(st.booleans()):
+        meta["pixel_sigma"] = draw(st.floats(0, 100))
+    data: dict[str, Any] = {
+        "object_class": draw(st.sampled_from(["car", "person", "Boat", "unknown thing"])),
+        "ai_confidence": draw(st.floats(0, 1)),
+        "timestamp": "2026-11-26T14:05:09.250Z",
+        "track_id": draw(st.one_of(st.none(), st.integers(0, 10**6), st.just("T-9"))),
+        "sensor_metadata": meta,
+    }
+    if draw(st.booleans()):
+        data["pixel_x"] = draw(st.floats(0, width))
+        data["pixel_y"] = draw(st.floats(0, height))
+    else:
+        x0 = draw(st.floats(0, width, exclude_max=True))
+        y0 = draw(st.floats(0, height, exclude_max=True))
+        x1 = draw(st.floats(x0, width, exclude_min=True))
+        y1 = draw(st.floats(y0, height, exclude_min=True))
+        data["bbox"] = [x0, y0, x1, y1]
+    return data
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=valid_payloads())
+def test_model_and_schema_agree_on_valid_payloads(data: dict[str, Any]) -> None:
+    det = parse_detection(data, now=NOW)
+    schema_validator().validate(data)
+    x, y = det.pixel
+    assert 0 <= x <= det.sensor_metadata.image_width
+    assert 0 <= y <= det.sensor_metadata.image_height
