@@ -334,3 +334,18 @@ def test_audit_trail_per_record_and_for_rejections(function_url, redis_server):
     rejected = [f for _, f in trail if f[b"event"] == b"rejected"]
     assert rejected[-1][b"detection_id"] == b"bad-1"
     assert rejected[-1][b"reason"].startswith(b"validation")
+
+
+def test_alert_classes_queue_a_discord_notification_with_the_detection(
+    function_factory, redis_server
+):
+    url = function_factory(
+        DISCORD_WEBHOOK_URL="http://127.0.0.1:9/webhook-placeholder",
+        ALERT_CLASSES="vehicle",
+        ALERT_MIN_CONFIDENCE="0.5",
+    )
+    assert post_json(url, "/api/v1/detections", detection()).status == 201
+    assert post_json(url, "/api/v1/detections", detection(object_class="person")).status == 201
+    client = redis_server.client()
+    assert client.llen("rq:queue:notify") == 1  # the vehicle only
+    assert client.llen(TAK_QUEUE) == 2

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq import Queue
 
@@ -25,6 +26,12 @@ from detection_api.app.problems import Problem
 from detection_api.core import CoreConfig, geolocation_as_dict, process_detection
 from detection_api.delivery.atomic import AtomicWriter
 from detection_api.delivery.audit import AuditEvent, AuditLog
+from detection_api.delivery.notify import (
+    detection_alert_payload,
+    enqueue_notification,
+    notify_queue,
+    should_alert,
+)
 from detection_api.delivery.outbox import Delivery, enqueue_deliveries, tak_queue
 from detection_api.delivery.records import (
     DeliveryState,
@@ -90,6 +97,7 @@ class Ingestor:
         self.records = RecordStore(redis, settings.retention_seconds)
         self.queue: Queue = tak_queue(redis)
         self.atomic = AtomicWriter(redis)
+        self.notify_queue = notify_queue(redis, settings)  # None: Discord alerts are off
         self.core = CoreConfig.from_settings(settings)
         self.audit = AuditLog(
             redis, max_len=settings.audit_max_len, retention_seconds=settings.retention_seconds
@@ -200,6 +208,7 @@ class Ingestor:
                     )
                 if outcome.state == DeliveryState.QUEUED:
                     deliveries.append(Delivery(record_ids[i], outcome.cot_xml, accepted_at))
+                    self._alert_if_wanted(recorder, detections[i], outcome)
             enqueue_deliveries(self.queue, recorder, deliveries)
             existing = self.atomic.write_if_absent(
                 [record_key(record_ids[i]) for i in pending], recorder
@@ -284,6 +293,29 @@ class Ingestor:
                 errors=errors[:100],
             )
         return out
+
+    def _alert_if_wanted(self, recorder: Pipeline, det: Detection, outcome: Outcome) -> None:
+        """A Discord alert for alert-class detections, queued with the detection itself (the
+        notifier posts it; a request never waits for Discord)."""
+        if self.notify_queue is None or not should_alert(
+            det.object_class, det.ai_confidence, self.settings
+        ):
+            return
+        geo = outcome.geolocation
+        payload = detection_alert_payload(
+            record_id=outcome.record_id,
+            object_class=det.object_class,
+            confidence=det.ai_confidence,
+            lat=geo["lat"],
+            lon=geo["lon"],
+            ce90_m=geo["ce90_m"],
+            flag=geo["flag"],
+            detection_id=outcome.detection_id,
+            camera_id=det.camera_id,
+            track_id=det.track_id,
+            timestamp=det.timestamp,
+        )
+        enqueue_notification(self.notify_queue, "detection_alert", payload, pipeline=recorder)
 
     def _filter_reason(self, det: Detection, geolocation: dict[str, Any]) -> str | None:
         if det.ai_confidence < self.settings.min_ai_confidence:

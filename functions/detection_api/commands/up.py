@@ -1,0 +1,53 @@
+"""``detection-api up``: the whole local stack in one command (``make run``); see local/stack.py.
+
+The function port is ``--port``, else ``$PORT``, else 8080. If that port is busy, ``up`` says so
+and exits 1 instead of moving elsewhere: the printed ``curl``, ``detection-api send`` and any
+producer already configured all point at that one port, so a silent move would break them. Ports
+``up`` picks itself (Redis, taky, the forwarder's metrics) are free loopback ports.
+
+TAK: a local taky over mutual TLS unless ``TAK_URL`` is set (then the forwarder uses that and the
+``TAK_TLS_*`` variables from the environment). ``--no-tak`` without ``TAK_URL`` runs no TAK server
+and no forwarder: detections are accepted and stay queued in Redis until a forwarder runs.
+
+First Ctrl-C / SIGTERM / SIGHUP: stop every child in order (exit 0). A second one: SIGKILL them
+all (exit 130). A child that dies on its own stops the rest (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from types import FrameType
+
+from detection_api.local.stack import Console, StackConfig, StackError, run_stack
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console()
+    try:
+        config = StackConfig.from_options(
+            data_dir=args.data_dir, port=args.port, no_tak=args.no_tak
+        )
+    except StackError as exc:
+        console.say(f"detection-api up: {exc}")
+        return 2
+    stop_requested = threading.Event()
+
+    def on_stop_signal(signum: int, _frame: FrameType | None) -> None:
+        # Only set a flag: the main thread may be inside Console.say, whose lock we must not take.
+        if stop_requested.is_set():
+            raise KeyboardInterrupt  # second signal: run_stack kills everything at once
+        stop_requested.set()
+
+    previous = {sig: signal.signal(sig, on_stop_signal) for sig in _STOP_SIGNALS}
+    try:
+        return run_stack(config, console, stop_requested)
+    except StackError as exc:
+        console.say(f"detection-api up: {exc}")
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
