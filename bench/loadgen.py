@@ -15,7 +15,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-
 MARKER = "@@N@@"  # replaced in headers and body by a token unique to each request
 
 
