@@ -135,8 +135,13 @@ def run() -> list[Row]:
     baseline = "TAK ping/pong round trip, idle connection"
     sent = len(ids)
     return [
-        Row(f"accept-to-confirm p50 at {RATE}/s ({sent} sent)", statistics.median(latencies),
-            "ms", rtt, baseline),
+        Row(
+            f"accept-to-confirm p50 at {RATE}/s ({sent} sent)",
+            statistics.median(latencies),
+            "ms",
+            rtt,
+            baseline,
+        ),
         Row(f"accept-to-confirm p99 at {RATE}/s", p99, "ms", rtt, baseline),
         Row("forwarder peak RSS under load", peak_rss, "MiB"),
     ]

@@ -75,7 +75,8 @@ def _cold_start(procs: Processes, redis_url: str, token: str) -> float:
     body = json.dumps(EXAMPLE).encode()
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     started = time.perf_counter()
-    procs.start_function_unready("cold", port, {"REDIS_URL": redis_url, "JWT_SECRET_KEY": JWT_SECRET})
+    env = {"REDIS_URL": redis_url, "JWT_SECRET_KEY": JWT_SECRET}
+    procs.start_function_unready("cold", port, env)
     deadline = started + 30
     while time.perf_counter() < deadline:
         try:
@@ -105,11 +106,14 @@ def run() -> list[Row]:
         trivial = procs.start_function("trivial", {}, trivial=True)
         trivial_spec = RequestSpec("POST", "/", specs["binary"].headers, specs["binary"].body)
 
-        results: dict[str, list[LoadResult]] = {"trivial": [], "binary": [], "rest": [], "batch": []}
+        results: dict[str, list[LoadResult]] = {
+            n: [] for n in ("trivial", "binary", "rest", "batch")
+        }
+        load = {"concurrency": CONCURRENCY, "seconds": SECONDS}
         for _ in range(ROUNDS):
-            results["trivial"].append(run_load(trivial, trivial_spec, concurrency=CONCURRENCY, seconds=SECONDS))
+            results["trivial"].append(run_load(trivial, trivial_spec, **load))
             for name in ("binary", "rest"):
-                results[name].append(run_load(ours, specs[name], concurrency=CONCURRENCY, seconds=SECONDS))
+                results[name].append(run_load(ours, specs[name], **load))
             results["batch"].append(run_load(ours, specs["batch"], concurrency=4, seconds=SECONDS))
             redis.client().flushall()
         function_rss = rss_mib(procs.started[0].pid)
@@ -130,18 +134,45 @@ def run() -> list[Row]:
     batch_rate = [r.rate * BATCH for r in results["batch"]]
     single_rate = [r.rate for r in results["binary"]]
     return [
-        Row("CloudEvent binary, req/s", med("binary", "rate"), "req/s",
-            med("trivial", "rate"), trivial_name, pair_ratio("binary")),
-        Row("CloudEvent binary p50", med("binary", "p50_ms"), "ms", med("trivial", "p50_ms"),
-            trivial_name),
-        Row("CloudEvent binary p99", med("binary", "p99_ms"), "ms", med("trivial", "p99_ms"),
-            trivial_name),
-        Row("REST v1, req/s", med("rest", "rate"), "req/s", med("trivial", "rate"),
-            trivial_name, pair_ratio("rest")),
+        Row(
+            "CloudEvent binary, req/s",
+            med("binary", "rate"),
+            "req/s",
+            med("trivial", "rate"),
+            trivial_name,
+            pair_ratio("binary"),
+        ),
+        Row(
+            "CloudEvent binary p50",
+            med("binary", "p50_ms"),
+            "ms",
+            med("trivial", "p50_ms"),
+            trivial_name,
+        ),
+        Row(
+            "CloudEvent binary p99",
+            med("binary", "p99_ms"),
+            "ms",
+            med("trivial", "p99_ms"),
+            trivial_name,
+        ),
+        Row(
+            "REST v1, req/s",
+            med("rest", "rate"),
+            "req/s",
+            med("trivial", "rate"),
+            trivial_name,
+            pair_ratio("rest"),
+        ),
         Row("REST v1 p99", med("rest", "p99_ms"), "ms", med("trivial", "p99_ms"), trivial_name),
-        Row(f"batch of {BATCH} CloudEvents, detections/s", statistics.median(batch_rate),
-            "detections/s", statistics.median(single_rate), "single binary CloudEvents",
-            statistics.median(b / s for b, s in zip(batch_rate, single_rate, strict=True))),
+        Row(
+            f"batch of {BATCH} CloudEvents, detections/s",
+            statistics.median(batch_rate),
+            "detections/s",
+            statistics.median(single_rate),
+            "single binary CloudEvents",
+            statistics.median(b / s for b, s in zip(batch_rate, single_rate, strict=True)),
+        ),
         Row("cold start to first 201", cold, "s"),
         Row("function RSS after load", function_rss, "MiB"),
     ]

@@ -80,7 +80,8 @@ class Processes:
 
     @staticmethod
     def function_argv(port: int, *, trivial: bool = False) -> list[str]:
-        source, target = (TRIVIAL_SOURCE, "trivial") if trivial else (FUNCTION_SOURCE, "detection_api")
+        source = TRIVIAL_SOURCE if trivial else FUNCTION_SOURCE
+        target = "trivial" if trivial else "detection_api"
         return [
             str(BIN / "functions-framework"),
             "--source",
