@@ -1,0 +1,70 @@
+"""``detection-api worker``: run the TAK forwarder (the Procfile's ``worker`` process).
+
+Reads the settings, serves ``/metrics`` and ``/health`` on ``FORWARDER_METRICS_PORT`` (0 picks a
+free port), and forwards until SIGTERM/SIGINT, which stop the claiming, confirm the batch in
+flight and exit 0 well within a Kubernetes grace period.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from types import FrameType
+
+from redis import Redis
+
+from detection_api.delivery.forwarder import Forwarder, ForwarderConfig
+from detection_api.delivery.forwarder_metrics import ForwarderMetrics, MetricsServer
+from detection_api.delivery.tak_transport import TlsFiles, open_connection
+from detection_api.settings import get_settings
+
+log = logging.getLogger("detection_api.worker")
+
+# Redis calls fail instead of hanging: the loop then backs off and reconnects. Must exceed the
+# 1 s BLMOVE wait.
+REDIS_SOCKET_TIMEOUT_SECONDS = 10.0
+
+
+def redis_client(url: str) -> Redis:
+    return Redis.from_url(
+        url,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=5.0,
+        socket_keepalive=True,
+        health_check_interval=30,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    config = ForwarderConfig.from_settings(settings)
+    redis = redis_client(settings.redis_url)
+    metrics = ForwarderMetrics(heartbeat_max_age_seconds=config.health_max_age_seconds)
+    connection = open_connection(
+        settings.tak_url,
+        TlsFiles.from_settings(settings),
+        confirm_timeout=config.confirm_timeout_seconds,
+    )
+    forwarder = Forwarder(redis, connection, config, metrics)
+    # Scrapes use their own short-timeout client: a scrape must never wait on the main loop.
+    scrape_redis = Redis.from_url(
+        settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+    )
+    metrics.watch_redis(lambda: scrape_redis, forwarder.failed_registry_key)
+    server = MetricsServer(metrics, settings.forwarder_metrics_port).start()
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s: finishing the batch in flight, then exiting", signal.Signals(signum).name)
+        forwarder.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        return forwarder.run(burst=bool(getattr(args, "burst", False)))
+    finally:
+        server.stop()

@@ -1,0 +1,207 @@
+"""In-flight claims of the forwarders, and the recovery of claims whose forwarder died.
+
+A forwarder claims job ids by moving them, atomically, from the head of ``rq:queue:tak`` into its
+own in-flight list ``detection:forwarder:<name>:inflight``: at every instant an id is in exactly
+one of the two. A list (not a set) keeps the queue order, so a batch that goes back goes back to
+the front in its original order.
+
+Each forwarder refreshes ``detection:forwarder:<name>:alive`` (a key with a TTL) and is listed in
+``detection:forwarders``. Any forwarder, including one just restarted under a new name, returns
+the in-flight ids of a listed forwarder whose alive key has expired to the front of the queue.
+A SIGKILL at any instant therefore loses nothing: ids are at worst delivered twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis import Redis
+from redis.client import Pipeline
+from rq.job import Job
+from rq.results import Result
+
+# rq's key names, passed to the release script (keys derived inside Lua are built from these).
+_JOB_KEY_PREFIX = Job.key_for("")
+_RESULT_KEY_PREFIX = Result.get_key("")
+
+log = logging.getLogger(__name__)
+
+FORWARDERS_KEY = "detection:forwarders"
+_LUA_UNPACK_CHUNK = 1000  # Lua's unpack() has a stack limit; push in slices
+
+# KEYS: queue, inflight, alive, forwarders set. ARGV: max ids, alive ttl ms, name.
+# Refreshes liveness in the same step, so nothing is ever claimed by a forwarder not alive.
+_CLAIM = f"""
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[3])
+local ids = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #ids == 0 then return ids end
+redis.call('LTRIM', KEYS[1], #ids, -1)
+for i = 1, #ids, {_LUA_UNPACK_CHUNK} do
+  redis.call('RPUSH', KEYS[2], unpack(ids, i, math.min(i + {_LUA_UNPACK_CHUNK} - 1, #ids)))
+end
+return ids
+"""
+
+# KEYS: queue, inflight, alive, forwarders set. ARGV: name, only_if_dead (0/1).
+# Puts the in-flight ids back at the front of the queue in their original order.
+_REQUEUE = """
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+local ids = redis.call('LRANGE', KEYS[2], 0, -1)
+for i = #ids, 1, -1 do redis.call('LPUSH', KEYS[1], ids[i]) end
+redis.call('DEL', KEYS[2])
+if ARGV[2] == '1' then redis.call('SREM', KEYS[4], ARGV[1]) end
+return #ids
+"""
+
+# KEYS: queue, inflight. ARGV: ids in queue order. Returns those still claimed here to the front
+# of the queue, in order (an id a reaper already returned is not pushed twice).
+_REQUEUE_IDS = """
+local owned = {}
+for i = 1, #ARGV do
+  if redis.call('LREM', KEYS[2], 1, ARGV[i]) == 1 then owned[#owned + 1] = ARGV[i] end
+end
+for i = #owned, 1, -1 do redis.call('LPUSH', KEYS[1], owned[i]) end
+return #owned
+"""
+
+# KEYS: inflight. ARGV: job key prefix, result key prefix, delivered job ids. Deletes a job (rq's
+# result_ttl=0: nothing is kept) only if this forwarder still held its claim: a job a reaper
+# already put back must survive to be sent again.
+_RELEASE_DELIVERED = """
+local released = 0
+for i = 3, #ARGV do
+  if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
+    redis.call('DEL', ARGV[1] .. ARGV[i], ARGV[2] .. ARGV[i])
+    released = released + 1
+  end
+end
+return released
+"""
+
+# KEYS: alive, forwarders set. ARGV: alive ttl ms, name.
+_REFRESH = """
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+return 1
+"""
+
+
+def inflight_key(name: str) -> str:
+    return f"detection:forwarder:{name}:inflight"
+
+
+def alive_key(name: str) -> str:
+    return f"detection:forwarder:{name}:alive"
+
+
+@dataclass(frozen=True, slots=True)
+class ReapedClaims:
+    forwarder: str
+    job_count: int
+
+
+class ClaimLedger:
+    """One forwarder's claims on one rq queue."""
+
+    def __init__(self, redis: Redis, queue_key: str, name: str, alive_ttl_seconds: float) -> None:
+        self.redis = redis
+        self.queue_key = queue_key
+        self.name = name
+        self.inflight_key = inflight_key(name)
+        self.alive_key = alive_key(name)
+        self._alive_ttl_ms = str(int(alive_ttl_seconds * 1000))
+        self._claim = redis.register_script(_CLAIM)
+        self._requeue = redis.register_script(_REQUEUE)
+        self._release = redis.register_script(_RELEASE_DELIVERED)
+        self._requeue_ids = redis.register_script(_REQUEUE_IDS)
+        self._refresh = redis.register_script(_REFRESH)
+
+    def refresh_alive(self) -> None:
+        self._refresh(keys=[self.alive_key, FORWARDERS_KEY], args=[self._alive_ttl_ms, self.name])
+
+    def claim(self, limit: int, block_seconds: float) -> list[str]:
+        """Up to ``limit`` ids from the head of the queue, in order; waits up to ``block_seconds``
+        (BLMOVE, no polling) when the queue is empty."""
+        ids = self._claim_now(limit)
+        if ids or block_seconds <= 0:
+            return ids
+        first = self.redis.blmove(self.queue_key, self.inflight_key, block_seconds, "LEFT", "RIGHT")
+        if first is None:
+            return []
+        return [_text(first), *self._claim_now(limit - 1)] if limit > 1 else [_text(first)]
+
+    def _claim_now(self, limit: int) -> list[str]:
+        raw = self._claim(
+            keys=[self.queue_key, self.inflight_key, self.alive_key, FORWARDERS_KEY],
+            args=[limit, self._alive_ttl_ms, self.name],
+        )
+        return [_text(job_id) for job_id in raw]
+
+    def forget(self, pipe: Pipeline, job_ids: list[str]) -> None:
+        """Drop ids from the in-flight list (dead-lettered: they must never be requeued)."""
+        for job_id in job_ids:
+            pipe.lrem(self.inflight_key, 1, job_id)
+
+    def requeue_inflight(self) -> int:
+        """Put everything this forwarder holds back at the front of the queue, in order."""
+        return int(
+            self._requeue(
+                keys=[self.queue_key, self.inflight_key, self.alive_key, FORWARDERS_KEY],
+                args=[self.name, "0"],
+            )
+        )
+
+    def requeue(self, job_ids: Sequence[str]) -> int:
+        """Put these claimed ids (in queue order) back at the front of the queue."""
+        if not job_ids:
+            return 0
+        return int(self._requeue_ids(keys=[self.queue_key, self.inflight_key], args=list(job_ids)))
+
+    def release_delivered(self, pipe: Pipeline | Redis, job_ids: Sequence[str]) -> None:
+        """Delete the delivered jobs and drop their claims (in the caller's transaction)."""
+        if job_ids:
+            self._release(
+                keys=[self.inflight_key],
+                args=[_JOB_KEY_PREFIX, _RESULT_KEY_PREFIX, *job_ids],
+                client=pipe,
+            )
+
+    def reap_dead_forwarders(self) -> list[ReapedClaims]:
+        """Return the claims of every forwarder whose alive key expired to the queue front."""
+        reaped: list[ReapedClaims] = []
+        for raw_name in self.redis.smembers(FORWARDERS_KEY):
+            name = _text(raw_name)
+            if name == self.name:
+                continue  # this process is alive: it is running this code
+            count = int(
+                self._requeue(
+                    keys=[self.queue_key, inflight_key(name), alive_key(name), FORWARDERS_KEY],
+                    args=[name, "1"],
+                )
+            )
+            if count >= 0:
+                reaped.append(ReapedClaims(name, count))
+                if count:
+                    log.warning(
+                        "forwarder %s stopped without releasing its claims: %d job(s) back at the "
+                        "front of the queue (they may be delivered twice)",
+                        name,
+                        count,
+                    )
+        return reaped
+
+    def retire(self) -> int:
+        """On a clean exit: return any claim, stop being listed, drop the alive key."""
+        count = self.requeue_inflight()
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.srem(FORWARDERS_KEY, self.name)
+            pipe.delete(self.alive_key)
+            pipe.execute()
+        return count
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
