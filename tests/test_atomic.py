@@ -51,4 +51,4 @@ def test_recorder_accepts_rq_enqueues(redis: Redis) -> None:
     enqueue_deliveries(queue, rec, [Delivery("r1", "<event/>", 1.0)])
     assert writer.write_if_absent(["detection:record:r1"], rec) == []
     assert queue.job_ids == ["r1"]
-    assert queue.fetch_job("r1").kwargs["record_id"] == "r1"
+    assert queue.fetch_job("r1").kwargs["deliveries"] == [{"record_id": "r1", "cot": "<event/>"}]

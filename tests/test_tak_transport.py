@@ -535,16 +535,31 @@ def test_events_that_would_break_the_connection_are_refused(cot: bytes, reason: 
         check_cot_event(cot)
 
 
-def test_payload_checks() -> None:
+def test_payload_checks_for_the_previous_version_v1() -> None:
     good = {"v": 1, "record_id": "r1", "cot": event("u").decode(), "accepted_at": 1000.0}
-    payload = parse_payload(good, now=1001.0, retention_seconds=60)
+    check = {"job_id": "r1", "now": 1001.0, "retention_seconds": 60}
+    [payload] = parse_payload(good, **check)
+    assert (payload.job_id, payload.record_id) == ("r1", "r1")
     assert payload.cot == event("u")
     assert payload.accepted_at == 1000.0
     with pytest.raises(PayloadRejected, match="newer than this forwarder supports"):
-        parse_payload({**good, "v": 99}, now=1001.0, retention_seconds=60)
+        parse_payload({**good, "v": 99}, **check)
     with pytest.raises(PayloadRejected, match="retention exceeded"):
-        parse_payload(good, now=1061.0, retention_seconds=60)
+        parse_payload(good, **{**check, "now": 1061.0})
     with pytest.raises(PayloadRejected, match="record_id"):
-        parse_payload({**good, "record_id": ""}, now=1001.0, retention_seconds=60)
+        parse_payload({**good, "record_id": ""}, **check)
     with pytest.raises(PayloadRejected, match="exceeds"):
-        parse_payload(good, now=1001.0, retention_seconds=60, max_event_bytes=10)
+        parse_payload(good, **check, max_event_bytes=10)
+
+
+def test_payload_checks_for_the_current_version_v2_batches() -> None:
+    items = [{"record_id": f"r{i}", "cot": event(f"u{i}").decode()} for i in range(3)]
+    good = {"v": 2, "accepted_at": 1000.0, "deliveries": items}
+    payloads = parse_payload(good, job_id="r0", now=1001.0, retention_seconds=60)
+    assert [p.record_id for p in payloads] == ["r0", "r1", "r2"]
+    assert {p.job_id for p in payloads} == {"r0"}
+    with pytest.raises(PayloadRejected, match="no deliveries"):
+        parse_payload({**good, "deliveries": []}, job_id="r0", now=1001.0, retention_seconds=60)
+    broken = {**good, "deliveries": [*items, {"record_id": "r9", "cot": "<event uid='x'/>"}]}
+    with pytest.raises(PayloadRejected, match="lacks"):
+        parse_payload(broken, job_id="r0", now=1001.0, retention_seconds=60)

@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     @field_validator("tak_url")
     @classmethod
     def _tak_url_scheme(cls, value: str) -> str:
-        if not value.split("://", 1)[0] in {"tls", "tcp", "udp", "ssl"}:
+        if value.split("://", 1)[0] not in {"tls", "tcp", "udp", "ssl"}:
             raise ValueError("TAK_URL must start with tls://, tcp:// or udp://")
         return value
 

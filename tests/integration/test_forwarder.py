@@ -266,7 +266,7 @@ def test_delivers_over_mutual_tls_and_skips_routed_events(
     assert metrics["detection_api_tak_connected"] == 1
     assert metrics["detection_api_accept_to_confirm_seconds_count"] == 600
     assert metrics["detection_queue_depth{queue=tak}"] == 0
-    assert metrics["detection_api_dead_letters"] == 0
+    assert metrics["detection_api_dead_letters_waiting"] == 0
     assert metrics["detection_api_forwarder_batch_size_sum"] == 600
     assert time.time() - metrics["detection_api_forwarder_last_heartbeat_timestamp_seconds"] < 10
 
@@ -404,9 +404,57 @@ def test_newer_payload_version_is_dead_lettered_with_its_reason(
     assert record is not None
     assert record["state"] == "dead"
     assert "newer than this forwarder supports" in record["last_error"]
-    assert worker.metric("detection_api_dead_letters") == 2
+    assert worker.metric("detection_api_dead_letters_waiting") == 2
     assert worker.metric("detection_api_dead_letters_total") == 2
     assert worker.delivered("dead") == 2
+
+
+def test_mixed_revisions_previous_and_current_payloads_are_both_delivered(
+    redis_server: RedisServer,
+    taky_tls: TakyServer,
+    tak_subscriber: TakSubscriber,
+    start_worker: StartWorker,
+) -> None:
+    """During a traffic split an old revision enqueues v1 (one event per job) and the new one v2
+    (a request's events in one job). One forwarder delivers both; v3 is a dead letter."""
+    redis = redis_server.client()
+    old_id = uuid.uuid4().hex
+    enqueue_payload(
+        redis,
+        old_id,
+        {
+            "v": 1,
+            "record_id": old_id,
+            "cot": detection_cot(old_id, f"v1-{old_id}"),
+            "accepted_at": time.time(),
+        },
+    )
+    batch_ids = [uuid.uuid4().hex for _ in range(3)]
+    store = RecordStore(redis, RETENTION_SECONDS)
+    with redis.pipeline(transaction=True) as pipe:
+        pipe.multi()
+        for record_id in batch_ids:
+            store.write_new(pipe, record_id, {"state": DeliveryState.QUEUED.value})
+        enqueue_deliveries(
+            tak_queue(redis),
+            pipe,
+            [Delivery(r, detection_cot(r, f"v2-{r}"), time.time()) for r in batch_ids],
+            per_job=100,
+        )
+        pipe.execute()
+    assert tak_queue(redis).job_ids == [old_id, batch_ids[0]]  # 4 detections, 2 jobs
+    future_id = uuid.uuid4().hex
+    enqueue_payload(redis, future_id, {"v": 3, "accepted_at": time.time(), "events": []})
+
+    start_worker(taky_tls.client_env())
+    expected = {f"v1-{old_id}", *(f"v2-{r}" for r in batch_ids)}
+    tak_subscriber.wait_for_uids(expected, timeout=30)
+    confirmed = [Enqueued(r, "") for r in (old_id, *batch_ids)]
+    wait_until(lambda: states(redis, confirmed) == {"confirmed": 4}, 20, what="all confirmed")
+    registry = FailedJobRegistry("tak", connection=redis, serializer=JSONSerializer)
+    wait_until(lambda: future_id in registry.get_job_ids(), 20, what="v3 dead-lettered")
+    future = Job.fetch(future_id, connection=redis, serializer=JSONSerializer)
+    assert "payload version 3 is newer than this forwarder supports" in failure_text(future)
 
 
 def test_attempts_exhausted_then_rq_requeue_delivers(

@@ -84,6 +84,17 @@ def post_event(url: str, ev: CloudEvent, mode: str = "binary") -> Reply:
     return request(url, "POST", "/", body, dict(headers))
 
 
+def queued_record_ids(redis_server) -> list[list[str]]:
+    """The record ids each queued job carries, in queue order."""
+    from detection_api.delivery.outbox import tak_queue
+
+    queue = tak_queue(redis_server.client())
+    return [
+        [d["record_id"] for d in queue.fetch_job(job_id).kwargs["deliveries"]]
+        for job_id in queue.job_ids
+    ]
+
+
 def assert_problem(reply: Reply, status: int) -> dict[str, Any]:
     assert reply.status == status, reply.body
     assert reply.header("content-type") == "application/problem+json"
@@ -122,7 +133,7 @@ def test_rest_list_with_accept_json_answers_one_outcome_each(function_url, redis
     body = reply.json
     assert [o["detection_id"] for o in body] == ["a-1", "a-2"]
     assert all(o["geolocation"]["flag"] in {"GREEN", "YELLOW", "RED"} for o in body)
-    assert redis_server.client().llen(TAK_QUEUE) == 2
+    assert queued_record_ids(redis_server) == [[body[0]["id"], body[1]["id"]]]  # one job
 
 
 @pytest.mark.parametrize("mode", ["binary", "structured"])
@@ -150,7 +161,8 @@ def test_batch_of_cloudevents_answers_a_batch_of_replies(function_url, redis_ser
     assert reply.header("content-type") == "application/cloudevents-batch+json"
     replies = reply.json
     assert [r["subject"] for r in replies] == [f"b-{i}" for i in range(5)]
-    assert redis_server.client().llen(TAK_QUEUE) == 5
+    # One rq job carries the whole request (payload v2), in order.
+    assert queued_record_ids(redis_server) == [[r["data"]["id"] for r in replies]]
 
 
 def test_redelivered_event_gets_the_same_answer_and_is_queued_once(function_url, redis_server):

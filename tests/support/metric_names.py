@@ -34,7 +34,7 @@ FORWARDER_METRICS: dict[str, Kind] = {
     "detection_api_tak_connected": Kind.GAUGE,
     "detection_api_tak_reconnects_total": Kind.COUNTER,
     "detection_api_dead_letters_total": Kind.COUNTER,
-    "detection_api_dead_letters": Kind.GAUGE,  # size of rq's failed registry for queue tak
+    "detection_api_dead_letters_waiting": Kind.GAUGE,  # size of rq's failed registry for queue tak
     "detection_queue_depth": Kind.GAUGE,  # {queue}
     "detection_api_forwarder_last_heartbeat_timestamp_seconds": Kind.GAUGE,
     "detection_api_forwarder_batch_size": Kind.HISTOGRAM,

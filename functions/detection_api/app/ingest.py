@@ -32,7 +32,12 @@ from detection_api.delivery.notify import (
     notify_queue,
     should_alert,
 )
-from detection_api.delivery.outbox import Delivery, enqueue_deliveries, tak_queue
+from detection_api.delivery.outbox import (
+    MAX_DELIVERIES_PER_JOB,
+    Delivery,
+    enqueue_deliveries,
+    tak_queue,
+)
 from detection_api.delivery.records import (
     DeliveryState,
     RecordStore,
@@ -209,7 +214,8 @@ class Ingestor:
                 if outcome.state == DeliveryState.QUEUED:
                     deliveries.append(Delivery(record_ids[i], outcome.cot_xml, accepted_at))
                     self._alert_if_wanted(recorder, detections[i], outcome)
-            enqueue_deliveries(self.queue, recorder, deliveries)
+            # A request's detections travel in one job (up to 100): one rq job per request.
+            enqueue_deliveries(self.queue, recorder, deliveries, per_job=MAX_DELIVERIES_PER_JOB)
             existing = self.atomic.write_if_absent(
                 [record_key(record_ids[i]) for i in pending], recorder
             )

@@ -130,6 +130,24 @@ class Backoff:
         self.failures = 0
 
 
+def _record_ids_of(job: Job) -> list[str]:
+    """The records a job carries, read leniently (it may be the malformed job being rejected)."""
+    try:
+        kwargs = job.kwargs
+    except Exception:  # an undecodable job is still dead-lettered, under its own id
+        return []
+    if not isinstance(kwargs, dict):
+        return []
+    items = kwargs.get("deliveries")
+    if isinstance(items, list):
+        return [
+            i["record_id"]
+            for i in items
+            if isinstance(i, dict) and isinstance(i.get("record_id"), str)
+        ]
+    return [kwargs["record_id"]] if isinstance(kwargs.get("record_id"), str) else []
+
+
 def default_forwarder_name() -> str:
     """Unique per process: a restarted forwarder must not wait for its old name to expire."""
     return f"tak-forwarder.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
@@ -141,8 +159,17 @@ class _SentBatch:
     ping_seq: int
 
     @property
-    def ids(self) -> list[str]:
+    def record_ids(self) -> list[str]:
         return [p.record_id for p in self.payloads]
+
+    @property
+    def job_ids(self) -> list[str]:
+        return _job_ids(self.payloads)
+
+
+def _job_ids(payloads: list[DeliveryPayload]) -> list[str]:
+    """The distinct jobs of some deliveries, in queue order (a v2 job carries several)."""
+    return list(dict.fromkeys(p.job_id for p in payloads))
 
 
 class Forwarder:
@@ -175,6 +202,8 @@ class Forwarder:
         self._ever_connected = False
         self._claims_uncertain = False  # a Redis error may have left ids in our in-flight list
         self._pending: deque[_SentBatch] = deque()  # written, waiting for their pongs (in order)
+        # Jobs carry 1..100 events (v2): claim about batch_size events, not batch_size jobs.
+        self._events_per_job = 1.0
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -234,7 +263,8 @@ class Forwarder:
         if not self._stop.is_set() and len(self._pending) < self.config.window:
             # Block on an empty queue only when there is no pong to collect.
             block = 0 if (self._pending or burst) else self.config.claim_block_seconds
-            ids = self.ledger.claim(self.config.batch_size, block)
+            jobs_wanted = max(1, round(self.config.batch_size / self._events_per_job))
+            ids = self.ledger.claim(jobs_wanted, block)
             if ids:
                 self._send_batch(ids)
                 return True
@@ -365,7 +395,7 @@ class Forwarder:
                 rejected[job_id] = VANISHED if call is None else call.reason
                 continue
             try:
-                payloads.append(
+                payloads.extend(
                     parse_job_call(
                         job_id,
                         call,
@@ -376,6 +406,9 @@ class Forwarder:
                 )
             except PayloadRejected as exc:
                 rejected[job_id] = exc.reason
+        delivered_jobs = len(ids) - len(rejected)
+        if delivered_jobs:
+            self._events_per_job = 0.5 * self._events_per_job + 0.5 * len(payloads) / delivered_jobs
 
         stopping = self._stop.is_set()  # SIGTERM after the claim: write nothing new
         with self.redis.pipeline(transaction=True) as pipe:
@@ -387,7 +420,7 @@ class Forwarder:
         if not payloads:
             return
         if stopping:
-            self._requeue([p.record_id for p in payloads], "stopping")
+            self._requeue(_job_ids(payloads), "stopping")
             return
         try:
             ping_seq = self.connection.send([p.cot for p in payloads])
@@ -418,17 +451,17 @@ class Forwarder:
 
     def _after_delivery(self, batch: _SentBatch) -> None:
         done_at = time.time()
-        ids = batch.ids
+        record_ids = batch.record_ids
         with self.redis.pipeline(transaction=True) as pipe:
             if self.connection.confirms:
-                self.records.mark(pipe, ids, DeliveryState.CONFIRMED, now=done_at)
-            self.ledger.release_delivered(pipe, ids)
+                self.records.mark(pipe, record_ids, DeliveryState.CONFIRMED, now=done_at)
+            self.ledger.release_delivered(pipe, batch.job_ids)
             pipe.execute()
-        self.metrics.batch_size.observe(len(ids))
+        self.metrics.batch_size.observe(len(record_ids))
         if self.connection.confirms:
             self.metrics.confirmed((p.accepted_at for p in batch.payloads), done_at)
         else:
-            self.metrics.delivered("sent_unconfirmed", len(ids))
+            self.metrics.delivered("sent_unconfirmed", len(record_ids))
 
     def _unconfirmed(self, unsent: list[DeliveryPayload]) -> list[DeliveryPayload]:
         """Everything written or about to be written but not confirmed, in queue order."""
@@ -442,11 +475,15 @@ class Forwarder:
         fault."""
         self.metrics.tak_connected.set(0)
         payloads = self._unconfirmed(unsent)
-        ids = [p.record_id for p in payloads]
         with self.redis.pipeline(transaction=False) as pipe:
-            self.records.mark(pipe, ids, DeliveryState.QUEUED, error=f"TAK outage: {exc}")
+            self.records.mark(
+                pipe,
+                [p.record_id for p in payloads],
+                DeliveryState.QUEUED,
+                error=f"TAK outage: {exc}",
+            )
             pipe.execute()
-        returned = self._requeue(ids, "TAK outage")
+        returned = self._requeue(_job_ids(payloads), "TAK outage")
         log.error(
             "lost the TAK connection before confirmation [%s]: %s; %d detection(s) back at the "
             "front of the queue, no attempt counted",
@@ -464,8 +501,11 @@ class Forwarder:
             for p in payloads:
                 pipe.hget(record_key(p.record_id), "attempts")
             attempts = [int(a or 0) + 1 for a in pipe.execute()]
-        retry = [p for p, n in zip(payloads, attempts, strict=True) if n < self.max_attempts]
-        exhausted = [p for p, n in zip(payloads, attempts, strict=True) if n >= self.max_attempts]
+        # A job's events always travel together: the job is out of attempts when one of them is.
+        exhausted_jobs = {
+            p.job_id for p, n in zip(payloads, attempts, strict=True) if n >= self.max_attempts
+        }
+        retry_jobs = [j for j in _job_ids(payloads) if j not in exhausted_jobs]
         reason = f"no confirmation after {self.max_attempts} attempt(s): {exc}"
         with self.redis.pipeline(transaction=True) as pipe:
             self.records.mark(
@@ -475,16 +515,16 @@ class Forwarder:
                 count_attempt=True,
                 error=f"not confirmed: {exc}",
             )
-            dead = self._dead_letter(pipe, {p.record_id: reason for p in exhausted})
+            dead = self._dead_letter(pipe, dict.fromkeys(sorted(exhausted_jobs), reason))
             pipe.execute()
         self._count_dead(dead)
-        self._requeue([p.record_id for p in retry], "confirmation timeout", outcome="retried")
+        self._requeue(retry_jobs, "confirmation timeout", outcome="retried")
         log.warning(
-            "%d detection(s) not confirmed (%s): %d will be retried, %d dead-lettered",
+            "%d detection(s) not confirmed (%s): %d job(s) will be retried, %d dead-lettered",
             len(payloads),
             exc,
-            len(retry),
-            len(exhausted),
+            len(retry_jobs),
+            len(exhausted_jobs),
         )
 
     @property
@@ -510,10 +550,12 @@ class Forwarder:
                 log.info("job %s already delivered, dropping its second copy", job_id)
                 continue
             log.error("dead letter %s: %s", job_id, reason)
+            record_ids = [job_id]
             if job is not None:  # a vanished job has nothing left to requeue
+                record_ids = _record_ids_of(job) or record_ids
                 dead_letter(job, reason, pipe)
-            self.records.mark(pipe, [job_id], DeliveryState.DEAD, error=reason)
-            dead += 1
+            self.records.mark(pipe, record_ids, DeliveryState.DEAD, error=reason)
+            dead += len(record_ids)
         self.ledger.forget(pipe, job_ids)
         return dead
 

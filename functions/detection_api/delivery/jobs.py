@@ -49,6 +49,7 @@ class PayloadRejected(Exception):
 
 @dataclass(frozen=True, slots=True)
 class DeliveryPayload:
+    job_id: str  # the rq job that carries it (claims, requeues and dead letters are per job)
     record_id: str
     cot: bytes  # UTF-8 CoT event, exactly what goes on the wire
     accepted_at: float
@@ -57,12 +58,13 @@ class DeliveryPayload:
 def parse_payload(
     kwargs: Mapping[str, Any],
     *,
+    job_id: str,
     now: float,
     retention_seconds: float,
     max_event_bytes: int | None = None,
-) -> DeliveryPayload:
-    """Check a delivery payload (``outbox.Delivery.as_kwargs``); raise PayloadRejected if it can
-    never be delivered."""
+) -> list[DeliveryPayload]:
+    """Check a job's delivery payload (``outbox``: v1 one delivery, v2 a list); raise
+    PayloadRejected if it can never be delivered. A job is delivered (or dead-lettered) whole."""
     version = kwargs.get("v")
     if not isinstance(version, int) or isinstance(version, bool):
         raise PayloadRejected(f"payload has no integer version 'v' (got {version!r})")
@@ -74,15 +76,7 @@ def parse_payload(
                 f"({sorted(SUPPORTED_PAYLOAD_VERSIONS)}): upgrade the forwarder, then requeue"
             )
         raise PayloadRejected(f"payload version {version} is no longer supported")
-    record_id, cot, accepted_at = (
-        kwargs.get("record_id"),
-        kwargs.get("cot"),
-        kwargs.get("accepted_at"),
-    )
-    if not isinstance(record_id, str) or not record_id:
-        raise PayloadRejected("payload has no record_id")
-    if not isinstance(cot, str) or not cot:
-        raise PayloadRejected("payload has no CoT event")
+    accepted_at = kwargs.get("accepted_at")
     if not isinstance(accepted_at, int | float) or isinstance(accepted_at, bool):
         raise PayloadRejected("payload has no numeric accepted_at")
     if now - accepted_at > retention_seconds:
@@ -90,11 +84,28 @@ def parse_payload(
             f"retention exceeded: accepted {now - accepted_at:.0f} s ago, "
             f"RETENTION_SECONDS={retention_seconds:g}"
         )
-    event = cot.encode("utf-8")
-    check_cot_event(event)
-    if max_event_bytes is not None and len(event) > max_event_bytes:
-        raise PayloadRejected(f"CoT event of {len(event)} bytes exceeds {max_event_bytes}")
-    return DeliveryPayload(record_id, event, float(accepted_at))
+    if version == 1:
+        items: Any = [{"record_id": kwargs.get("record_id"), "cot": kwargs.get("cot")}]
+        if kwargs.get("record_id") != job_id:
+            raise PayloadRejected(f"payload record_id {kwargs.get('record_id')} is not the job id")
+    else:
+        items = kwargs.get("deliveries")
+        if not isinstance(items, list) or not items:
+            raise PayloadRejected("payload has no deliveries")
+    payloads = []
+    for item in items:
+        record_id = item.get("record_id") if isinstance(item, dict) else None
+        cot = item.get("cot") if isinstance(item, dict) else None
+        if not isinstance(record_id, str) or not record_id:
+            raise PayloadRejected("payload has no record_id")
+        if not isinstance(cot, str) or not cot:
+            raise PayloadRejected(f"payload has no CoT event for {record_id}")
+        event = cot.encode("utf-8")
+        check_cot_event(event)
+        if max_event_bytes is not None and len(event) > max_event_bytes:
+            raise PayloadRejected(f"CoT event of {len(event)} bytes exceeds {max_event_bytes}")
+        payloads.append(DeliveryPayload(job_id, record_id, event, float(accepted_at)))
+    return payloads
 
 
 def check_cot_event(event: bytes) -> None:
@@ -167,16 +178,17 @@ def parse_job_call(
     now: float,
     retention_seconds: float,
     max_event_bytes: int | None = None,
-) -> DeliveryPayload:
+) -> list[DeliveryPayload]:
     """Check a job taken from the ``tak`` queue (its function, then its payload)."""
     if call.func_name != DELIVER_FUNC:
         raise PayloadRejected(f"job runs {call.func_name!r}, not {DELIVER_FUNC}")
-    payload = parse_payload(
-        call.kwargs, now=now, retention_seconds=retention_seconds, max_event_bytes=max_event_bytes
+    return parse_payload(
+        call.kwargs,
+        job_id=job_id,
+        now=now,
+        retention_seconds=retention_seconds,
+        max_event_bytes=max_event_bytes,
     )
-    if payload.record_id != job_id:
-        raise PayloadRejected(f"payload record_id {payload.record_id} is not the job id {job_id}")
-    return payload
 
 
 def dead_letter(job: Job, reason: str, pipe: Pipeline) -> None:
@@ -214,7 +226,7 @@ def _close_process_connection() -> None:
 
 
 def deliver_cot(**kwargs: Any) -> str:
-    """Deliver one CoT event and wait for the TAK server to confirm it (rq job function).
+    """Deliver a job's CoT events and wait for the TAK server to confirm them (rq job function).
 
     Returns ``"confirmed"`` (``"sent_unconfirmed"`` over UDP). Raises PayloadRejected for a
     payload that can never be delivered, TakOutage when the server cannot be reached, and
@@ -222,22 +234,23 @@ def deliver_cot(**kwargs: Any) -> str:
     """
     settings = get_settings()
     connection = _process_connection(settings)
-    payload = parse_payload(
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("deliver_cot runs as an rq job")
+    payloads = parse_payload(
         kwargs,
+        job_id=job.id,
         now=time.time(),
         retention_seconds=settings.retention_seconds,
         max_event_bytes=None if connection.confirms else MAX_UDP_EVENT_BYTES,
     )
-    job = get_current_job()
-    if job is None:
-        raise RuntimeError("deliver_cot runs as an rq job")
     records = RecordStore(job.connection, settings.retention_seconds)
-    ids = [payload.record_id]
+    ids = [p.record_id for p in payloads]
     try:
         if not connection.connected:
             connection.connect()
         records.mark(job.connection, ids, DeliveryState.SENT)
-        ping = connection.send([payload.cot])
+        ping = connection.send([p.cot for p in payloads])
         connection.wait_confirmed(ping, settings.tak_confirm_timeout_seconds)
     except TakOutage as exc:
         records.mark(job.connection, ids, DeliveryState.QUEUED, error=str(exc))
