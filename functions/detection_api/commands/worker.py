@@ -10,13 +10,17 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import threading
 from types import FrameType
 
 from redis import Redis
 
 from detection_api.delivery.forwarder import Forwarder, ForwarderConfig
 from detection_api.delivery.forwarder_metrics import ForwarderMetrics, MetricsServer
+from detection_api.delivery.notifier import Notifier
+from detection_api.delivery.notify import notify_queue
 from detection_api.delivery.tak_transport import TlsFiles, open_connection
+from detection_api.logs import configure_logging
 from detection_api.settings import get_settings
 
 log = logging.getLogger("detection_api.worker")
@@ -38,10 +42,7 @@ def redis_client(url: str) -> Redis:
 
 def run(args: argparse.Namespace) -> int:
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(settings.log_level)
     config = ForwarderConfig.from_settings(settings)
     redis = redis_client(settings.redis_url)
     metrics = ForwarderMetrics(heartbeat_max_age_seconds=config.health_max_age_seconds)
@@ -50,7 +51,15 @@ def run(args: argparse.Namespace) -> int:
         TlsFiles.from_settings(settings),
         confirm_timeout=config.confirm_timeout_seconds,
     )
-    forwarder = Forwarder(redis, connection, config, metrics)
+    forwarder = Forwarder(
+        redis, connection, config, metrics, notify_queue=notify_queue(redis, settings)
+    )
+    # Discord notifications are posted by a thread of this process (never by a request).
+    notifier_stop = threading.Event()
+    notifier = threading.Thread(
+        target=Notifier(settings, redis).run, args=(notifier_stop,), name="notifier", daemon=True
+    )
+    notifier.start()
     # Scrapes use their own short-timeout client: a scrape must never wait on the main loop.
     scrape_redis = Redis.from_url(
         settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
@@ -67,4 +76,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         return forwarder.run(burst=bool(getattr(args, "burst", False)))
     finally:
+        notifier_stop.set()
+        notifier.join(timeout=5)
         server.stop()

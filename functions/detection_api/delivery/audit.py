@@ -63,6 +63,30 @@ class AuditLog:
             pipe.xadd(key, entry, maxlen=_PER_RECORD_MAX, approximate=True)
             pipe.expire(key, self.retention_seconds)
 
+    def append_batch(
+        self,
+        pipe: Pipeline | Redis,
+        event: AuditEvent,
+        record_ids: list[str],
+        *,
+        reason: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        """One entry per record in its own stream, and one entry for the whole batch in the global
+        stream: the forwarder confirms thousands of detections a second, and a global entry for
+        each would add a third of its Redis work."""
+        if not record_ids:
+            return
+        entry: dict[str, Any] = {"event": event.value, "at": repr(now or time.time())}
+        if reason:
+            entry["reason"] = reason[:500]
+        for record_id in record_ids:
+            key = RECORD_STREAM_PREFIX + record_id
+            pipe.xadd(key, entry, maxlen=_PER_RECORD_MAX, approximate=True)
+            pipe.expire(key, self.retention_seconds)  # never a stream that outlives its record
+        batch_entry = {**entry, "count": len(record_ids), "record_ids": ",".join(record_ids)}
+        pipe.xadd(AUDIT_STREAM, batch_entry, maxlen=self.max_len, approximate=True)
+
     def events_for(self, record_id: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for entry_id, fields in self.redis.xrange(RECORD_STREAM_PREFIX + record_id):

@@ -36,11 +36,12 @@ from dataclasses import dataclass
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import RedisError
-from rq import Worker
+from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
+from detection_api.delivery.audit import AuditEvent, AuditLog
 from detection_api.delivery.forwarder_metrics import ForwarderMetrics
 from detection_api.delivery.jobs import (
     DeliveryPayload,
@@ -49,9 +50,11 @@ from detection_api.delivery.jobs import (
     parse_job_call,
     read_job_calls,
 )
+from detection_api.delivery.notify import dead_letter_payload, enqueue_notification
 from detection_api.delivery.outbox import tak_queue
 from detection_api.delivery.reaper import ClaimLedger
 from detection_api.delivery.records import DeliveryState, RecordStore, record_key
+from detection_api.delivery.tak_status import TakStatus
 from detection_api.delivery.tak_transport import (
     CONNECT_TIMEOUT_SECONDS,
     FIRST_PONG_STREAMING_MAX_SECONDS,
@@ -85,6 +88,8 @@ class ForwarderConfig:
     # written while the server still processes the previous one, so neither side waits for the
     # other; pongs come back in order, one per batch.
     window: int = 2
+    disconnect_alert_seconds: float = 60.0
+    audit_max_len: int = 100_000
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ForwarderConfig:
@@ -94,6 +99,8 @@ class ForwarderConfig:
             reconnect_max_seconds=settings.tak_reconnect_max_seconds,
             max_delivery_attempts=settings.max_delivery_attempts,
             retention_seconds=float(settings.retention_seconds),
+            disconnect_alert_seconds=settings.tak_disconnect_alert_seconds,
+            audit_max_len=settings.audit_max_len,
         )
 
     @property
@@ -180,6 +187,8 @@ class Forwarder:
         config: ForwarderConfig,
         metrics: ForwarderMetrics | None = None,
         name: str | None = None,
+        *,
+        notify_queue: Queue | None = None,
     ) -> None:
         self.redis = redis
         self.connection = connection
@@ -192,6 +201,19 @@ class Forwarder:
         self.records = RecordStore(redis, int(config.retention_seconds))
         self.ledger = ClaimLedger(redis, self.queue.key, self.name, config.alive_ttl_seconds)
         self.failed_registry_key = FailedJobRegistry(self.queue.name, connection=redis).key
+        self.notify_queue = notify_queue  # None: Discord notifications are off
+        self.audit = AuditLog(
+            redis, max_len=config.audit_max_len, retention_seconds=int(config.retention_seconds)
+        )
+        self.tak_status = TakStatus(
+            redis,
+            self.name,
+            str(connection.endpoint),
+            self.metrics,
+            notify_queue=notify_queue,
+            alert_after_seconds=config.disconnect_alert_seconds,
+            status_ttl_seconds=int(3 * config.alive_ttl_seconds),
+        )
         self._max_event_bytes = None if connection.confirms else MAX_UDP_EVENT_BYTES
         self._stop = threading.Event()
         self._housekeeping_stop = threading.Event()
@@ -289,6 +311,7 @@ class Forwarder:
                 )
                 self._worker.register_birth()
                 self.ledger.refresh_alive()
+                self.tak_status.refresh()
                 self._reap()
                 break
             except RedisError as exc:
@@ -339,6 +362,7 @@ class Forwarder:
         while not self._housekeeping_stop.wait(self.config.housekeeping_interval_seconds):
             try:
                 self.ledger.refresh_alive()
+                self.tak_status.refresh()
                 self._reap()
                 if time.monotonic() - last_rq_heartbeat >= self.config.rq_worker_ttl_seconds / 3:
                     if self._worker is not None:
@@ -361,7 +385,7 @@ class Forwarder:
             try:
                 self.connection.connect()
             except TakOutage as exc:
-                self.metrics.tak_connected.set(0)
+                self.tak_status.down(f"[{exc.kind.value}] {exc.message}")
                 delay = self._tak_backoff.next_delay()
                 log.error(
                     "TAK server %s unavailable [%s]: %s; not dequeuing, retry %d in %.1f s",
@@ -373,7 +397,7 @@ class Forwarder:
                 )
                 self._pause(delay)
                 continue
-            self.metrics.tak_connected.set(1)
+            self.tak_status.up()
             if self._ever_connected:
                 self.metrics.tak_reconnects.inc()
             self._ever_connected = True
@@ -412,6 +436,7 @@ class Forwarder:
 
         stopping = self._stop.is_set()  # SIGTERM after the claim: write nothing new
         with self.redis.pipeline(transaction=True) as pipe:
+            pipe.multi()  # rq's enqueue (dead-letter notifications) needs MULTI mode
             dead = self._dead_letter(pipe, rejected)
             if payloads and not stopping:
                 self.records.mark(pipe, [p.record_id for p in payloads], DeliveryState.SENT)
@@ -455,6 +480,7 @@ class Forwarder:
         with self.redis.pipeline(transaction=True) as pipe:
             if self.connection.confirms:
                 self.records.mark(pipe, record_ids, DeliveryState.CONFIRMED, now=done_at)
+                self.audit.append_batch(pipe, AuditEvent.CONFIRMED, record_ids, now=done_at)
             self.ledger.release_delivered(pipe, batch.job_ids)
             pipe.execute()
         self.metrics.batch_size.observe(len(record_ids))
@@ -473,15 +499,12 @@ class Forwarder:
         """The connection died before the pong: nothing unconfirmed is known to have arrived.
         Back to the front of the queue, no attempt counted: an outage is never the events'
         fault."""
-        self.metrics.tak_connected.set(0)
+        self.tak_status.down(f"[{exc.kind.value}] {exc.message}")
         payloads = self._unconfirmed(unsent)
+        record_ids = [p.record_id for p in payloads]
         with self.redis.pipeline(transaction=False) as pipe:
-            self.records.mark(
-                pipe,
-                [p.record_id for p in payloads],
-                DeliveryState.QUEUED,
-                error=f"TAK outage: {exc}",
-            )
+            self.records.mark(pipe, record_ids, DeliveryState.QUEUED, error=f"TAK outage: {exc}")
+            self.audit.append_batch(pipe, AuditEvent.REQUEUED, record_ids, reason=str(exc))
             pipe.execute()
         returned = self._requeue(_job_ids(payloads), "TAK outage")
         log.error(
@@ -495,7 +518,7 @@ class Forwarder:
     def _after_confirm_timeout(self, unsent: list[DeliveryPayload], exc: TakConfirmTimeout) -> None:
         """A connection that looked alive did not confirm: one attempt for every unconfirmed
         event; events out of attempts become dead letters, the rest go back to the front."""
-        self.metrics.tak_connected.set(0)
+        self.tak_status.down(f"no confirmation: {exc}")
         payloads = self._unconfirmed(unsent)
         with self.redis.pipeline(transaction=False) as pipe:
             for p in payloads:
@@ -508,12 +531,19 @@ class Forwarder:
         retry_jobs = [j for j in _job_ids(payloads) if j not in exhausted_jobs]
         reason = f"no confirmation after {self.max_attempts} attempt(s): {exc}"
         with self.redis.pipeline(transaction=True) as pipe:
+            pipe.multi()  # rq's enqueue (dead-letter notifications) needs MULTI mode
             self.records.mark(
                 pipe,
                 [p.record_id for p in payloads],
                 DeliveryState.RETRYING,
                 count_attempt=True,
                 error=f"not confirmed: {exc}",
+            )
+            self.audit.append_batch(
+                pipe,
+                AuditEvent.RETRIED,
+                [p.record_id for p in payloads if p.job_id not in exhausted_jobs],
+                reason=str(exc),
             )
             dead = self._dead_letter(pipe, dict.fromkeys(sorted(exhausted_jobs), reason))
             pipe.execute()
@@ -555,6 +585,13 @@ class Forwarder:
                 record_ids = _record_ids_of(job) or record_ids
                 dead_letter(job, reason, pipe)
             self.records.mark(pipe, record_ids, DeliveryState.DEAD, error=reason)
+            self.audit.append_batch(pipe, AuditEvent.DEAD_LETTERED, record_ids, reason=reason)
+            enqueue_notification(
+                self.notify_queue,
+                "dead_letter",
+                dead_letter_payload(record_id=job_id, reason=reason),
+                pipeline=pipe,
+            )
             dead += len(record_ids)
         self.ledger.forget(pipe, job_ids)
         return dead

@@ -37,7 +37,7 @@ BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
 class DeadLetterCollector(Collector):
-    """``detection_api_dead_letters_waiting``: size of rq's failed registry for the queue, at scrape."""
+    """``detection_api_dead_letters_waiting``: size of rq's failed registry, read at scrape."""
 
     def __init__(self, redis_factory: Callable[[], Redis], failed_registry_key: str) -> None:
         self._redis_factory = redis_factory

@@ -107,19 +107,26 @@ class RecordStore:
     ) -> None:
         """Move records to a delivery state (only records that still exist: HSET on an expired
         record would resurrect it without its TTL, so the update is guarded by a Lua check)."""
+        if not record_ids:
+            return
         stamp = repr(time.time() if now is None else now)
         args = [state.value, stamp, "1" if count_attempt else "0", error or ""]
-        for record_id in record_ids:
-            self._mark_script(keys=[record_key(record_id)], args=args, client=pipe)
+        # One script call per batch (not per record): the forwarder marks thousands per second.
+        self._mark_script(keys=[record_key(r) for r in record_ids], args=args, client=pipe)
 
 
-# KEYS[1] record; ARGV: state, now, count_attempt (0/1), error ('' = keep)
+# KEYS: records; ARGV: state, now, count_attempt (0/1), error ('' = keep). Returns how many existed.
 _MARK_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updated_at', ARGV[2])
-if ARGV[1] == 'confirmed' then redis.call('HSET', KEYS[1], 'confirmed_at', ARGV[2]) end
-if ARGV[1] == 'sent' then redis.call('HSETNX', KEYS[1], 'first_sent_at', ARGV[2]) end
-if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'last_error', ARGV[4]) end
-return 1
+local marked = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('HSET', key, 'state', ARGV[1], 'updated_at', ARGV[2])
+    if ARGV[1] == 'confirmed' then redis.call('HSET', key, 'confirmed_at', ARGV[2]) end
+    if ARGV[1] == 'sent' then redis.call('HSETNX', key, 'first_sent_at', ARGV[2]) end
+    if ARGV[3] == '1' then redis.call('HINCRBY', key, 'attempts', 1) end
+    if ARGV[4] ~= '' then redis.call('HSET', key, 'last_error', ARGV[4]) end
+    marked = marked + 1
+  end
+end
+return marked
 """

@@ -9,8 +9,12 @@ call raises GeolocationError naming the reason; it never falls back to the camer
 - ABOVE_HORIZON: the ray points at or above the local horizontal, or dips below it but passes
   over the curved Earth's horizon without reaching the ground height;
 - BEYOND_MAX_RANGE: the slant range to the hit exceeds ``max_range_m``.
-Invalid numbers (non-finite inputs, latitude outside [-90, 90], focal length <= 0, negative
-sigmas) raise plain ValueError.
+Invalid numbers raise plain ValueError: non-finite inputs, latitude outside [-90, 90], a ground
+height beyond +-100 km or a camera more than 10,000 km above it, a focal length under 0.001 px, a
+pixel farther than 1e9 focal lengths off the optical axis, sigmas that are negative or beyond
+``MAX_SIGMAS``, and (the last guard) a geometry whose uncertainty overflows double precision, which
+takes a ray grazing the ground from a camera within a micrometre of it. Inside these bounds every
+intermediate stays far from overflow, so the answer is always finite.
 
 Uncertainty is first-order propagation of ``sigmas`` (defaults ``DEFAULT_SIGMAS``: position 5 m,
 altitude 2 m, heading 2 deg, pitch 1 deg, roll 1 deg, pixel 2 px; justified in geo/uncertainty.py)
@@ -58,7 +62,17 @@ from detection_api.geo.uncertainty import (
     le90_m,
 )
 
-__all__ = ["DEFAULT_SIGMAS", "GroundHit", "locate", "solve_ground_hit"]
+__all__ = ["DEFAULT_SIGMAS", "MAX_SIGMAS", "GroundHit", "locate", "solve_ground_hit"]
+
+# Numeric domain (see the module docstring): generous for any camera over the Earth, and tight
+# enough that no product or square in the solver or the Jacobian can overflow.
+MAX_GROUND_HAE_M = 100_000.0
+MAX_CAMERA_HEIGHT_M = 10_000_000.0
+MIN_FOCAL_PX = 1e-3
+MAX_AXIS_OFFSET = 1e9  # |pixel - principal point| / focal length: 1e-9 rad short of 90 degrees
+MAX_SIGMAS = InputSigmas(
+    position_m=1e7, altitude_m=1e7, heading_deg=360.0, pitch_deg=360.0, roll_deg=360.0, pixel=1e7
+)
 
 
 class GroundHit(NamedTuple):
@@ -86,6 +100,13 @@ def locate(
     hit = solve_ground_hit(pose, intrinsics, pixel_x, pixel_y, max_range_m=max_range_m)
     crossing = hit.crossing
     covariance = horizontal_covariance_en(hit.jacobian_en, sigmas)
+    if not all(map(math.isfinite, covariance)):
+        # First-order propagation breaks down long before this (see geo/uncertainty.py); a
+        # number that is not a number must never reach a map.
+        raise ValueError(
+            "the position uncertainty of this geometry overflows: the ray grazes the ground "
+            "from a camera (nearly) on it"
+        )
     ce90 = ce90_m(*covariance)
     le90 = le90_m(sigmas)
     return Geolocation(
@@ -130,6 +151,11 @@ def solve_ground_hit(
     right_offset, down_offset = image_plane_offsets(
         pixel_x, pixel_y, intrinsics.focal_px, intrinsics.cx_px, intrinsics.cy_px
     )
+    if not max(abs(right_offset), abs(down_offset)) <= MAX_AXIS_OFFSET:
+        raise ValueError(
+            f"pixel ({pixel_x}, {pixel_y}) is more than {MAX_AXIS_OFFSET:.0e} focal lengths from "
+            "the principal point: a pinhole camera cannot see that far off its axis"
+        )
     ray = ray_enu(axes, right_offset, down_offset)
     if ray[2] >= 0.0:
         # the ground surface lies entirely below the camera's local horizontal plane (convexity)
@@ -183,8 +209,16 @@ def _check_geometry_inputs(
         raise ValueError(f"non-finite geometry input in {values}")
     if not -90.0 <= pose.lat_deg <= 90.0:
         raise ValueError(f"latitude {pose.lat_deg} is outside [-90, 90]")
+    if not abs(pose.ground_hae_m) <= MAX_GROUND_HAE_M:
+        raise ValueError(f"ground height {pose.ground_hae_m} m is beyond +-{MAX_GROUND_HAE_M:.0f} m")
+    if pose.height_above_ground_m > MAX_CAMERA_HEIGHT_M:
+        raise ValueError(
+            f"camera height {pose.height_above_ground_m} m is above {MAX_CAMERA_HEIGHT_M:.0f} m"
+        )
     if intrinsics.focal_px <= 0.0:
         raise ValueError(f"focal length must be positive, got {intrinsics.focal_px} px")
+    if intrinsics.focal_px < MIN_FOCAL_PX:
+        raise ValueError(f"focal length {intrinsics.focal_px} px is below {MIN_FOCAL_PX} px")
     if not max_range_m > 0.0:
         raise ValueError(f"max_range_m must be positive, got {max_range_m}")
 
@@ -198,5 +232,14 @@ def _check_sigmas(sigmas: InputSigmas) -> None:
         sigmas.roll_deg,
         sigmas.pixel,
     )
-    if not all(math.isfinite(v) and v >= 0.0 for v in values):
-        raise ValueError(f"input sigmas must be finite and >= 0, got {sigmas}")
+    limits = (
+        MAX_SIGMAS.position_m,
+        MAX_SIGMAS.altitude_m,
+        MAX_SIGMAS.heading_deg,
+        MAX_SIGMAS.pitch_deg,
+        MAX_SIGMAS.roll_deg,
+        MAX_SIGMAS.pixel,
+    )
+    # "0 <= v <= limit" is False for NaN, so this also refuses non-finite sigmas.
+    if not all(0.0 <= v <= limit for v, limit in zip(values, limits, strict=True)):
+        raise ValueError(f"input sigmas must be finite, >= 0 and within {MAX_SIGMAS}, got {sigmas}")
