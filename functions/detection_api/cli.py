@@ -20,6 +20,7 @@ _VERB_MODULES = {
     "worker": "worker",
     "send": "send",
     "token": "token",
+    "queue": "queue",
 }
 
 
@@ -72,7 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("detections:write", "detections:read", "admin"),
         help="repeat for several (default: detections:write)",
     )
-    p.add_argument("--ttl", type=int, default=None, help="lifetime in seconds (default JWT_EXPIRATION)")
+    p.add_argument(
+        "--ttl", type=int, default=None, help="lifetime in seconds (default JWT_EXPIRATION)"
+    )
+    p = verbs.add_parser("queue", help="inspect and repair the delivery queue (operators)")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    status = actions.add_parser("status", help="depths, oldest age, forwarders, TAK connection")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    dead = actions.add_parser("dead", help="list dead letters with their reasons")
+    dead.add_argument("--queue", default="tak", choices=("tak", "notify"))
+    dead.add_argument("--json", action="store_true", help="machine-readable output")
+    requeue = actions.add_parser("requeue", help="send dead letters again (front of the queue)")
+    requeue.add_argument("ids", nargs="*", metavar="ID", help="job ids (see `queue dead`)")
+    requeue.add_argument("--all", action="store_true", help="every dead letter")
+    requeue.add_argument("--queue", default="tak", choices=("tak", "notify"))
+    purge = actions.add_parser("purge", help="delete old dead letters")
+    purge.add_argument("--dead", action="store_true", required=True, help="purge dead letters")
+    purge.add_argument(
+        "--older-than", required=True, metavar="DURATION", help="e.g. 90s, 30m, 12h, 7d"
+    )
+    purge.add_argument("--queue", default="tak", choices=("tak", "notify"))
     return parser
 
 
