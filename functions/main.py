@@ -1,4 +1,6 @@
-"""functions-framework entry point: `functions-framework --source functions/main.py --target detection_api`.
+"""functions-framework entry point (the Procfile's web process):
+
+    functions-framework --source functions/main.py --target detection_api --signature-type http
 
 With the HTTP signature every path and method reaches this one target; the Flask app in
 detection_api.app.http_app does the routing (CloudEvents on POST /, REST, health, metrics).

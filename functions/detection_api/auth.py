@@ -40,7 +40,7 @@ class Principal:
 
 
 class AuthError(Exception):
-    """401 (no or bad credentials) or 403 (valid, but lacks the scope). Messages are safe to show."""
+    """401 (no or bad credentials) or 403 (valid, lacks the scope). Messages are safe to show."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -88,9 +88,7 @@ class TokenVerifier:
         elif settings.jwt_public_key:
             self._key = _pem(settings.jwt_public_key)
         self._oidc_jwks: dict[str | None, Any] = (
-            _jwks_keys(settings.eventing_oidc_jwks_file)
-            if settings.eventing_oidc_jwks_file
-            else {}
+            _jwks_keys(settings.eventing_oidc_jwks_file) if settings.eventing_oidc_jwks_file else {}
         )
 
     @property
@@ -136,7 +134,9 @@ class TokenVerifier:
             audience=self.settings.eventing_oidc_audience,
         )
         # Eventing tokens identify the Broker/channel; they may deliver events, nothing else.
-        return Principal(str(verified.get("sub", "")), frozenset({Scope.WRITE.value}), "eventing-oidc")
+        return Principal(
+            str(verified.get("sub", "")), frozenset({Scope.WRITE.value}), "eventing-oidc"
+        )
 
     @staticmethod
     def _jwks_key(keys: dict[str | None, Any], header: dict[str, Any]) -> Any:

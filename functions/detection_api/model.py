@@ -53,6 +53,12 @@ DEFAULT_MAX_IMAGE_BYTES = 262_144  # Settings.max_image_bytes default
 MAX_FUTURE_SKEW = timedelta(days=1)  # clock skew tolerated for a capture timestamp
 EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_IMAGE_SIDE_PX = 100_000
+# Lower bounds that keep the geometry well-conditioned (geo/locate.py's numeric domain): a camera
+# (nearly) on the ground sees it at a grazing angle whose error propagation overflows, and a focal
+# length of a few thousandths of a pixel is no lens. Both are far below any real camera.
+MIN_CAMERA_HEIGHT_M = 0.01
+MIN_FOCAL_LENGTH_PX = 0.01
+MAX_FOCAL_LENGTH_PX = 1e7
 MAX_TEXT_LENGTH = 256
 MAX_CLASS_LENGTH = 64
 MAX_ID_LENGTH = 128
@@ -177,7 +183,12 @@ class SensorMetadata(BaseModel):
     location_lat: Annotated[Finite, Field(ge=-90.0, le=90.0, description="camera latitude, °")]
     location_lon: Annotated[Finite, Field(ge=-180.0, le=180.0, description="camera longitude, °")]
     location_elevation: Annotated[
-        Finite, Field(gt=0.0, le=100_000.0, description="camera height above the ground plane, m")
+        Finite,
+        Field(
+            ge=MIN_CAMERA_HEIGHT_M,
+            le=100_000.0,
+            description="camera height above the ground plane, m",
+        ),
     ]
     ground_elevation: Annotated[
         Finite,
@@ -198,7 +209,13 @@ class SensorMetadata(BaseModel):
     focal_length_mm: Annotated[Finite, Field(gt=0.0, le=10_000.0)] | None = None
     sensor_width_mm: Annotated[Finite, Field(gt=0.0, le=1_000.0)] | None = None
     focal_length: (
-        Annotated[Finite, Field(gt=0.0, le=1e7, description="focal length in pixels")] | None
+        Annotated[
+            Finite,
+            Field(
+                ge=MIN_FOCAL_LENGTH_PX, le=MAX_FOCAL_LENGTH_PX, description="focal length in pixels"
+            ),
+        ]
+        | None
     ) = Field(default=None, validate_default=True)
     principal_x: Annotated[Finite, Field(ge=0.0, description="default image_width / 2")] | None = (
         None
@@ -231,7 +248,7 @@ class SensorMetadata(BaseModel):
         if width is None:
             return None  # image_width itself failed; that error is reported already
         focal_px = mm / sensor_mm * width
-        if not (math.isfinite(focal_px) and 0.0 < focal_px <= 1e7):
+        if not (math.isfinite(focal_px) and MIN_FOCAL_LENGTH_PX <= focal_px <= MAX_FOCAL_LENGTH_PX):
             raise _invalid(
                 "focal_length_range",
                 "focal_length_mm / sensor_width_mm * image_width is out of range",

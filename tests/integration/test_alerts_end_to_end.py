@@ -70,7 +70,9 @@ def test_detection_alert_outage_alert_and_recovery(
         )
         taky_tls.start()
         wait_until(
-            lambda: any("reconnected" in t.lower() or "back" in t.lower() for t in _texts(receiver)),
+            lambda: any(
+                "reconnected" in t.lower() or "back" in t.lower() for t in _texts(receiver)
+            ),
             60,
             what="the TAK reconnected notice",
         )

@@ -1,4 +1,4 @@
-"""Authentication, scopes, rate limits shared through Redis, CORS and headers, on the real function."""
+"""Authentication, scopes, rate limits shared through Redis, CORS and headers: the real function."""
 
 from __future__ import annotations
 

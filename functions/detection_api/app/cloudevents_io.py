@@ -4,17 +4,29 @@ The SDK fills in a missing ``id`` and ``specversion`` with defaults; a producer 
 must hear so instead, because (source, id) is what makes redelivery idempotent. So the required
 attributes are checked here before the SDK parses the event. SDK error messages can embed the whole
 body, so they are never passed to the client.
+
+Hostile input stops here, as a 400 problem, before anything reaches Redis or a response header:
+- JSON bodies must be UTF-8 without lone UTF-16 surrogates (``"\\ud800"`` is valid JSON syntax, but
+  such a string can be neither stored nor sent as UTF-8); nesting is bounded by Python's recursion
+  guard (``load_json``).
+- Attribute values follow the CloudEvents String type: no control characters (U+0000-U+001F,
+  U+007F-U+009F), no Unicode noncharacters, no unpaired surrogates. A newline in an ``id`` would
+  otherwise reach the ``ce-subject`` header of the reply.
+- Reply headers are percent-encoded as the HTTP binding requires (``binary_reply``), so any
+  Unicode a producer put in its event id travels safely.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
-from cloudevents.exceptions import GenericException
 from cloudevents.conversion import to_binary, to_structured
+from cloudevents.exceptions import GenericException
 from cloudevents.http import CloudEvent, from_dict, from_http
 
 from detection_api.app.problems import Problem, invalid
@@ -24,6 +36,19 @@ BATCH_MEDIA_TYPE = "application/cloudevents-batch+json"
 STRUCTURED_MEDIA_TYPE = "application/cloudevents+json"
 REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type")
 REPLY_SOURCE = "/detection-api"
+
+# CloudEvents 1.0 String type: these code points are not allowed in attribute values.
+_NONCHARACTERS = "\ufdd0-\ufdef" + "".join(
+    f"{chr(plane + 0xFFFE)}{chr(plane + 0xFFFF)}" for plane in range(0, 0x110000, 0x10000)
+)
+_NOT_CE_STRING = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff{_NONCHARACTERS}]")
+# Header values arrive as latin-1 text of raw bytes: bytes 0x80-0x9f are UTF-8 continuation bytes
+# there, not C1 controls, so only C0 controls and DEL are refused in binary mode.
+_NOT_HEADER_TEXT = re.compile("[\x00-\x1f\x7f]")
+# A JSON escape in the surrogate range: only then can decoded text hold a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+# Percent-encoded in header values (HTTP binding 3.1.3.2): all but printable ASCII, and '"' and '%'.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +72,9 @@ def _unsupported(detail: str) -> Problem:
     return Problem(415, "unsupported_media_type", "Unsupported media type", detail)
 
 
-def _check_attributes(attrs: Mapping[str, Any], where: str) -> None:
+def _check_attributes(
+    attrs: Mapping[str, Any], where: str, forbidden: re.Pattern[str] = _NOT_CE_STRING
+) -> None:
     errors = [
         {"path": f"{where}{name}", "message": "required CloudEvents attribute is missing"}
         for name in REQUIRED_ATTRIBUTES
@@ -55,6 +82,18 @@ def _check_attributes(attrs: Mapping[str, Any], where: str) -> None:
     ]
     if errors:
         raise invalid("missing CloudEvents attributes", errors)
+    bad_text = [
+        {
+            "path": f"{where}{name}",
+            "message": "control characters, noncharacters and lone surrogates are not allowed",
+        }
+        for name, value in attrs.items()
+        if name not in {"data", "data_base64"}
+        and isinstance(value, str)
+        and forbidden.search(value)
+    ]
+    if bad_text:
+        raise invalid("CloudEvents attribute values must be printable text", bad_text)
     if attrs["specversion"] != "1.0":
         raise invalid(
             f"unsupported CloudEvents specversion {str(attrs['specversion'])[:16]!r}; use 1.0",
@@ -90,29 +129,50 @@ def parse_request(headers: Mapping[str, str], body: bytes) -> tuple[str, list[In
 
 
 def _parse_binary(headers: Mapping[str, str], mt: str, body: bytes) -> IncomingEvent:
-    _check_attributes({name: headers.get(f"ce-{name}") for name in REQUIRED_ATTRIBUTES}, "ce-")
+    attributes = {name[3:]: value for name, value in headers.items() if name.startswith("ce-")}
+    _check_attributes(attributes, "ce-", _NOT_HEADER_TEXT)
     # No Content-Type at all is read as JSON (some producers omit it); anything else must say JSON.
     if mt and not _is_json_media(mt):
         raise _unsupported("binary-mode data must be JSON (Content-Type: application/json)")
+    # The data is parsed here, strictly, and handed to the SDK already parsed.
+    data = load_json(body, "the event data", path="data") if body.strip() else None
     try:
-        event = from_http(headers, body)
+        event = from_http(headers, body, data_unmarshaller=lambda _raw: data)
     except GenericException:
         raise invalid("the CloudEvent could not be parsed") from None
-    if isinstance(event.data, str | bytes):
-        raise invalid("the event data is not valid JSON", [{"path": "data", "message": "not JSON"}])
     return _to_incoming(event)
 
 
-def _load_json(body: bytes) -> Any:
+def load_json(body: bytes, what: str = "the body", *, path: str | None = None) -> Any:
+    """Parse a request body as strict JSON (UTF-8, optional BOM). Raises Problem 400 for invalid
+    JSON, invalid UTF-8, nesting deeper than the recursion guard and lone surrogates."""
+
+    def refused(detail: str, message: str) -> Problem:
+        return invalid(f"{what} {detail}", [{"path": path, "message": message}] if path else [])
+
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        raise invalid("the body is not valid JSON") from None
+        text = body.decode("utf-8-sig")  # strict: refuses invalid and surrogate-encoding bytes
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise refused("is not valid UTF-8 JSON", "not JSON") from None
+    if _SURROGATE_ESCAPE.search(text):
+        # Re-encoding as UTF-8 fails exactly on lone surrogates, in keys and values alike.
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise refused(
+                "holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape)", "lone surrogate"
+            ) from None
+        except RecursionError:
+            raise refused("is nested too deeply", "too deep") from None
+    return value
 
 
 def _structured_from_dict(raw: Any, where: str) -> IncomingEvent:
     if not isinstance(raw, dict):
-        raise invalid("a structured CloudEvent must be a JSON object", [{"path": where or "(body)"}])
+        raise invalid(
+            "a structured CloudEvent must be a JSON object", [{"path": where or "(body)"}]
+        )
     _check_attributes(raw, where)
     content_type = media_type(raw.get("datacontenttype") or "application/json")
     if "data_base64" in raw or not _is_json_media(content_type):
@@ -125,11 +185,11 @@ def _structured_from_dict(raw: Any, where: str) -> IncomingEvent:
 
 
 def _parse_structured_json(body: bytes) -> IncomingEvent:
-    return _structured_from_dict(_load_json(body), "")
+    return _structured_from_dict(load_json(body), "")
 
 
 def _parse_batch(body: bytes) -> list[IncomingEvent]:
-    raw = _load_json(body)
+    raw = load_json(body)
     if not isinstance(raw, list):
         raise invalid("a CloudEvents batch must be a JSON array of structured events")
     if not raw:
@@ -151,8 +211,14 @@ def reply_event(data: Any, *, event_id: str, subject: str | None) -> CloudEvent:
 
 
 def binary_reply(event: CloudEvent) -> tuple[dict[str, str], bytes]:
+    """Binary-mode reply; ce-* values percent-encoded (UTF-8) as the HTTP binding requires, since
+    the subject is the producer's id and may hold any Unicode."""
     headers, body = to_binary(event)
-    return headers, body
+    encoded = {
+        name: quote(value, safe=_HEADER_SAFE) if name.lower().startswith("ce-") else value
+        for name, value in headers.items()
+    }
+    return encoded, body
 
 
 def batch_reply(events: list[CloudEvent]) -> bytes:

@@ -15,7 +15,8 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from flask import Flask, Response, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from redis import Redis
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -194,12 +195,12 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         try:
             payload = json.loads(read_body())
         except (ValueError, RecursionError):
-            raise Problem(400, "validation", "Invalid detection", "the body is not valid JSON") from None
+            raise Problem(
+                400, "validation", "Invalid detection", "the body is not valid JSON"
+            ) from None
         batch = isinstance(payload, list)
         items = payload if batch else [payload]
-        submissions = [
-            Submission(payload=item, identity=_v1_identity(item)) for item in items
-        ]
+        submissions = [Submission(payload=item, identity=_v1_identity(item)) for item in items]
         outcomes = ingest(submissions, batch=batch)
         wants = request.accept_mimetypes.best_match([XML, JSON], default=XML)
         if wants == JSON:
@@ -241,7 +242,9 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
 
     @app.get("/metrics")
     def prometheus_metrics() -> Response:
-        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+        # OpenMetrics when the scraper asks for it (Prometheus does), else the classic text.
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return Response(encoder(registry), content_type=content_type)
 
     @app.get("/openapi.json")
     def openapi() -> Response:

@@ -51,8 +51,10 @@ def openapi_document() -> dict[str, Any]:
         "properties": {
             "id": {"type": "string"},
             "detection_id": {"type": "string"},
-            "state": {"type": "string", "enum": ["queued", "filtered", "sent", "confirmed",
-                                                  "retrying", "dead"]},
+            "state": {
+                "type": "string",
+                "enum": ["queued", "filtered", "sent", "confirmed", "retrying", "dead"],
+            },
             "uid": {"type": "string"},
             "cot_type": {"type": "string"},
             "object_class": {"type": "string"},

@@ -15,7 +15,7 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "urn:detection-api:problem:"
 
 
-class Problem(Exception):  # noqa: N818 - it is an RFC 9457 "problem", not an error class name
+class Problem(Exception):
     def __init__(
         self,
         status: int,

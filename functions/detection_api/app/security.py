@@ -135,10 +135,21 @@ def install_cors_and_headers(app: Flask, settings: Settings) -> None:
             app,
             origins=origins,
             methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "ce-specversion", "ce-id",
-                           "ce-source", "ce-type"],
-            expose_headers=["Location", "Retry-After", "RateLimit-Limit", "RateLimit-Remaining",
-                            "RateLimit-Reset"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "ce-specversion",
+                "ce-id",
+                "ce-source",
+                "ce-type",
+            ],
+            expose_headers=[
+                "Location",
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+            ],
             max_age=600,
         )
 

@@ -9,7 +9,7 @@ from typing import Any
 
 
 def read_json_input(path: str) -> Any:
-    """Read JSON from a file, or from stdin when path is '-'. Raises ValueError with a clear text."""
+    """Read JSON from a file, or from stdin when path is '-'. ValueError with a clear text."""
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except OSError as exc:

@@ -210,7 +210,9 @@ def _check_geometry_inputs(
     if not -90.0 <= pose.lat_deg <= 90.0:
         raise ValueError(f"latitude {pose.lat_deg} is outside [-90, 90]")
     if not abs(pose.ground_hae_m) <= MAX_GROUND_HAE_M:
-        raise ValueError(f"ground height {pose.ground_hae_m} m is beyond +-{MAX_GROUND_HAE_M:.0f} m")
+        raise ValueError(
+            f"ground height {pose.ground_hae_m} m is beyond +-{MAX_GROUND_HAE_M:.0f} m"
+        )
     if pose.height_above_ground_m > MAX_CAMERA_HEIGHT_M:
         raise ValueError(
             f"camera height {pose.height_above_ground_m} m is above {MAX_CAMERA_HEIGHT_M:.0f} m"
