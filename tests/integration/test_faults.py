@@ -65,6 +65,11 @@ class Producer:
         self._stop.set()
         self._thread.join(timeout=30)
 
+    def keep_going_until(self, count: int) -> None:
+        """Keep the stream flowing past the faults until ``count`` detections were acknowledged
+        (a slow, shared machine posts fewer per second)."""
+        wait_until(lambda: len(self.acknowledged) >= count, 120, what=f"{count} acknowledged")
+
 
 @pytest.fixture
 def function_url(redis_server, start_process) -> str:
@@ -94,7 +99,6 @@ def start_forwarder(start_process, redis_server, tak_env: dict[str, str], name: 
 
 
 def assert_all_delivered(producer: Producer, subscriber, redis, what: str) -> None:
-    assert len(producer.acknowledged) > 100, "the producer hardly ran"
     subscriber.wait_for_uids(set(producer.acknowledged), timeout=90)
     counts = subscriber.uid_counts()
     duplicates = sum(n - 1 for uid, n in counts.items() if uid in producer.acknowledged and n > 1)
@@ -120,7 +124,7 @@ def test_forwarder_sigkilled_at_random_instants(
             forwarder = start_forwarder(
                 start_process, redis_server, taky_tls.client_env(), f"forwarder-{kill}"
             )
-        time.sleep(rng.uniform(0.3, 1.0))
+        producer.keep_going_until(200)
     assert_all_delivered(producer, tak_subscriber, redis, "3 forwarder SIGKILLs")
     wait_until(
         lambda: not any(redis.llen(k) for k in redis.keys("detection:forwarder:*:inflight")),
@@ -146,6 +150,7 @@ def test_tak_connection_cut_mid_write_by_a_proxy(
                 wait_until(lambda s=sent: proxy.bytes_up > s, 30, what="traffic to cut")
                 time.sleep(rng.uniform(0.0, 0.3))
                 proxy.cut()
+            producer.keep_going_until(200)
         assert proxy.cuts >= 5
         assert_all_delivered(producer, tak_subscriber, redis, f"{proxy.cuts} connection cuts")
         with redis.pipeline(transaction=False) as pipe:
