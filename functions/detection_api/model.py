@@ -9,7 +9,9 @@ Validation rules worth knowing:
   ``bbox`` (where an object meets the ground). ``Detection.pixel`` resolves the two.
 - ``sensor_metadata.focal_length`` is in pixels; without it ``focal_length_mm`` and
   ``sensor_width_mm`` give ``focal_length = focal_length_mm / sensor_width_mm * image_width``.
-  After validation ``focal_length`` is always set (pixels).
+  After validation ``focal_length`` is always set (pixels), at least ``MIN_FOCAL_LENGTH_PX``;
+  ``location_elevation`` is at least ``MIN_CAMERA_HEIGHT_M``. Below these the geometry is
+  ill-conditioned (its error propagation overflows), so they are a 400, not a 500 or a NaN.
 - ``image_base64`` is checked (valid base64, at most ``max_image_bytes`` decoded bytes, taken from
   the validation context, default ``DEFAULT_MAX_IMAGE_BYTES``; 0 refuses images) and only its
   SHA-256 is kept, as ``image_sha256``. The image itself is never stored.

@@ -53,7 +53,9 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     settings = settings or get_settings()
     redis = redis or redis_from_settings(settings)
     app = Flask("detection_api")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # One byte more than allowed: werkzeug stops reading a chunked body (no Content-Length) at the
+    # limit without an error, so read_body() must see that more came to answer 413, not 400.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
     registry = CollectorRegistry()
     registry.register(QueueDepthCollector(lambda: redis))
     metrics = FunctionMetrics(registry, DEFAULT_TYPE_MAP.keys())
@@ -144,7 +146,10 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         return outcomes
 
     def read_body() -> bytes:
-        return request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+        body = request.get_data(cache=False)  # raises 413 past a declared Content-Length
+        if len(body) > settings.max_body_bytes:
+            raise RequestEntityTooLarge()
+        return body
 
     @app.post("/")
     def cloudevents_endpoint() -> Response:
@@ -192,12 +197,8 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             raise Problem(
                 415, "unsupported_media_type", "Unsupported media type", "send application/json"
             )
-        try:
-            payload = json.loads(read_body())
-        except (ValueError, RecursionError):
-            raise Problem(
-                400, "validation", "Invalid detection", "the body is not valid JSON"
-            ) from None
+        # Strict UTF-8 JSON: a lone surrogate would otherwise reach Redis and fail there.
+        payload = ce.load_json(read_body())
         batch = isinstance(payload, list)
         items = payload if batch else [payload]
         submissions = [Submission(payload=item, identity=_v1_identity(item)) for item in items]

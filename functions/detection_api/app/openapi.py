@@ -1,7 +1,11 @@
-"""OpenAPI 3.1 description of the REST API (served at /openapi.json; schemathesis fuzzes from it).
+"""OpenAPI 3.1 description of the HTTP surface (served at /openapi.json; schemathesis fuzzes it).
 
 The detection schema is the pydantic model's own JSON Schema, so the document cannot drift from
-what the validator accepts.
+what the validator accepts. Every answer the app can give an operation is documented, errors
+included: 400/413/415/422 for bad input, 401/403 (bearer JWT) and 429 (with ``Retry-After``) on
+protected operations, 409 for a redelivery racing itself, 503 (with ``Retry-After``) when Redis is
+down. Open operations (health, readiness, metrics, this document) declare ``security: []``.
+HEAD and OPTIONS are answered by Flask for every path and are not listed, as is customary.
 """
 
 from __future__ import annotations
@@ -10,66 +14,379 @@ from functools import cache
 from typing import Any
 
 from detection_api import __version__
+from detection_api.delivery.audit import AuditEvent
+from detection_api.delivery.records import DeliveryState
+from detection_api.geo.types import ConfidenceFlag
 from detection_api.model import Detection
+from detection_api.settings import DETECTION_CREATED_TYPE, DETECTION_GEOLOCATED_TYPE
 
 _REF = "#/components/schemas/{model}"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+STRUCTURED_MEDIA_TYPE = "application/cloudevents+json"
+BATCH_MEDIA_TYPE = "application/cloudevents-batch+json"
+
+# A valid v1 payload: a fuzzer's examples phase (and a reader) starts from something that works.
+DETECTION_EXAMPLE: dict[str, Any] = {
+    "detection_id": "drone-7-000142",
+    "object_class": "vehicle",
+    "ai_confidence": 0.91,
+    "source": "urn:detection-api:drone-7",
+    "camera_id": "drone-7-gimbal",
+    "timestamp": "2026-11-26T14:05:09.250Z",
+    "pixel_x": 1184.5,
+    "pixel_y": 742.0,
+    "sensor_metadata": {
+        "location_lat": 51.2185312,
+        "location_lon": -1.8052475,
+        "location_elevation": 120.0,
+        "ground_elevation": 177.0,
+        "heading": 135.0,
+        "pitch": -35.0,
+        "roll": 0.8,
+        "focal_length": 1400.0,
+        "image_width": 1920,
+        "image_height": 1080,
+    },
+}
 
 
-def _problem_response(description: str) -> dict[str, Any]:
-    return {
+def _ref(model: str) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model)}
+
+
+def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
         "description": description,
-        "content": {"application/problem+json": {"schema": {"$ref": _REF.format(model="Problem")}}},
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": _ref("Problem")}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _header(description: str, schema: dict[str, Any], *, required: bool) -> dict[str, Any]:
+    return {"description": description, "required": required, "schema": schema}
+
+
+_RETRY_AFTER = {
+    "Retry-After": _header(
+        "seconds to wait", {"type": "string", "pattern": r"^\d+$"}, required=True
+    )
+}
+_RATE_LIMIT_HEADERS = {
+    **_RETRY_AFTER,
+    **{
+        name: _header(description, {"type": "string"}, required=False)
+        for name, description in (
+            ("RateLimit-Limit", "requests allowed per window"),
+            ("RateLimit-Remaining", "requests left in the window"),
+            ("RateLimit-Reset", "seconds until the window resets"),
+        )
+    },
+}
+_UNAVAILABLE = _problem(
+    "Queue unavailable; nothing was stored. Retry after Retry-After", _RETRY_AFTER
+)
+_AUTH_ERRORS = {
+    "401": _problem(
+        "No valid bearer token",
+        {"WWW-Authenticate": _header("Bearer challenge", {"type": "string"}, required=True)},
+    ),
+    "403": _problem("The token lacks the scope this operation needs"),
+    "429": _problem("Rate limited; retry after Retry-After seconds", _RATE_LIMIT_HEADERS),
+}
+_INGEST_ERRORS = {
+    "400": _problem("Invalid input (the errors name the field paths); nothing was stored"),
+    **_AUTH_ERRORS,
+    "409": _problem("The same event is being stored by a concurrent request; retry"),
+    "413": _problem("Body larger than MAX_BODY_BYTES"),
+    "415": _problem("Wrong media type"),
+    "422": _problem("The ray through the pixel does not reach the ground; nothing was stored"),
+    "503": _UNAVAILABLE,
+}
+_READ_ERRORS = {
+    **_AUTH_ERRORS,
+    "404": _problem("No such detection (or expired)"),
+    "503": _UNAVAILABLE,
+}
+_RECORD_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "record id (the id of an ingest answer, the last segment of its Location)",
+    "schema": {"type": "string"},
+}
+
+
+def _schemas() -> dict[str, Any]:
+    detection = Detection.model_json_schema(ref_template=_REF)
+    schemas: dict[str, Any] = dict(detection.pop("$defs", {}))
+    schemas["Detection"] = detection
+    text = {"type": "string"}
+    number = {"type": "number"}
+    schemas["Problem"] = {
+        "type": "object",
+        "description": "RFC 9457 problem details",
+        "required": ["type", "title", "status"],
+        "properties": {
+            "type": text,
+            "title": text,
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
+            "detail": text,
+            "instance": text,
+            "errors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["path"],
+                    "properties": {"path": text, "message": text, "reason": text},
+                },
+            },
+        },
+    }
+    schemas["Geolocation"] = {
+        "type": "object",
+        "required": ["lat", "lon", "hae_m", "ce90_m", "le90_m", "ce_m", "le_m", "flag"],
+        "properties": {
+            "lat": {"type": "number", "minimum": -90, "maximum": 90},
+            "lon": {"type": "number", "minimum": -180, "maximum": 180},
+            "hae_m": number,
+            "slant_range_m": {"type": "number", "minimum": 0},
+            "ground_distance_m": {"type": "number", "minimum": 0},
+            "ce90_m": {"type": "number", "minimum": 0},
+            "le90_m": {"type": "number", "minimum": 0},
+            "ce_m": {"type": "number", "minimum": 0},
+            "le_m": {"type": "number", "minimum": 0},
+            "flag": {"type": "string", "enum": [flag.value for flag in ConfidenceFlag]},
+            "covariance_en_m2": {
+                "type": "array",
+                "items": number,
+                "minItems": 3,
+                "maxItems": 3,
+                "description": "[var_east, cov_east_north, var_north], m²",
+            },
+        },
+    }
+    state = {"type": "string", "enum": [s.value for s in DeliveryState]}
+    schemas["Outcome"] = {
+        "type": "object",
+        "required": ["id", "detection_id", "state", "uid", "cot_type", "geolocation"],
+        "properties": {
+            "id": text,
+            "detection_id": text,
+            "state": state,
+            "uid": text,
+            "cot_type": text,
+            "object_class": text,
+            "geolocation": _ref("Geolocation"),
+            "filter_reason": text,
+            "duplicate": {"type": "boolean"},
+        },
+    }
+    schemas["Reply"] = {
+        "description": "data of the reply CloudEvent: the outcome and its CoT event",
+        "allOf": [
+            _ref("Outcome"),
+            {"type": "object", "required": ["cot"], "properties": {"cot": text}},
+        ],
+    }
+    schemas["Record"] = {
+        "type": "object",
+        "required": ["id", "state"],
+        "properties": {
+            "id": text,
+            "state": state,
+            "attempts": {"type": "integer", "minimum": 0},
+            "created_at": number,
+            "updated_at": number,
+            "first_sent_at": number,
+            "confirmed_at": number,
+            "detection_id": text,
+            "uid": text,
+            "cot_type": text,
+            "cot": text,
+            "object_class": text,
+            "ai_confidence": text,
+            "camera_id": text,
+            "track_id": text,
+            "source": text,
+            "event_source": text,
+            "event_id": text,
+            "filter_reason": text,
+            "last_error": text,
+            "geolocation": _ref("Geolocation"),
+        },
+    }
+    schemas["AuditEntry"] = {
+        "type": "object",
+        "required": ["id", "event", "at"],
+        "properties": {
+            "id": {"type": "string", "description": "Redis stream entry id"},
+            "event": {"type": "string", "enum": [e.value for e in AuditEvent]},
+            "at": {"type": "number", "description": "Unix time, seconds"},
+            "record_id": text,
+            "detection_id": text,
+            "event_id": text,
+            "reason": text,
+        },
+    }
+    schemas["DetectionEvent"] = {
+        "type": "object",
+        "description": "a structured CloudEvent carrying one detection",
+        "required": ["specversion", "id", "source", "type", "data"],
+        "properties": {
+            "specversion": {"const": "1.0"},
+            "id": {"type": "string", "minLength": 1},
+            "source": {"type": "string", "minLength": 1},
+            "type": {"type": "string", "enum": [DETECTION_CREATED_TYPE]},
+            "datacontenttype": {"type": "string", "enum": ["application/json"]},
+            "subject": text,
+            "time": {"type": "string", "format": "date-time"},
+            "data": _ref("Detection"),
+        },
+    }
+    schemas["ReplyEvent"] = {
+        "type": "object",
+        "required": ["specversion", "id", "source", "type", "data"],
+        "properties": {
+            "specversion": {"const": "1.0"},
+            "id": text,
+            "source": text,
+            "type": {"const": DETECTION_GEOLOCATED_TYPE},
+            "subject": text,
+            "datacontenttype": text,
+            "data": _ref("Reply"),
+        },
+    }
+    return schemas
+
+
+def _cloudevents_operation() -> dict[str, Any]:
+    # Binary mode only: ce-specversion or ce-id makes a request binary. In structured and batch
+    # mode the body carries the attributes and other ce-* headers are ignored, so none of these
+    # can be constrained further here (the accepted type is checked, in either mode, after parsing).
+    binary_headers = [
+        {
+            "name": f"ce-{name}",
+            "in": "header",
+            "required": False,
+            "description": f"binary mode: the CloudEvent's {name}",
+            "schema": schema,
+        }
+        for name, schema in (
+            ("specversion", {"type": "string", "enum": ["1.0"]}),
+            ("id", {"type": "string"}),
+            ("source", {"type": "string"}),
+            ("type", {"type": "string", "description": f"accepted: {DETECTION_CREATED_TYPE}"}),
+        )
+    ]
+    event_example = {
+        "specversion": "1.0",
+        "id": "drone-7-000142",
+        "source": "urn:detection-api:drone-7",
+        "type": DETECTION_CREATED_TYPE,
+        "datacontenttype": "application/json",
+        "data": DETECTION_EXAMPLE,
+    }
+    return {
+        "operationId": "ingestCloudEvents",
+        "summary": "CloudEvents 1.0 in binary, structured or batch mode",
+        "description": (
+            f"Accepted type: {DETECTION_CREATED_TYPE}. Answers a reply event of type "
+            f"{DETECTION_GEOLOCATED_TYPE} (binary mode; a batch of them for a batch), or 202 "
+            "when REPLY_EVENTS is off. Redeliveries (same source and id) get the same answer."
+        ),
+        "parameters": binary_headers,
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": _ref("Detection"),
+                    "example": DETECTION_EXAMPLE,
+                },
+                STRUCTURED_MEDIA_TYPE: {
+                    "schema": _ref("DetectionEvent"),
+                    "example": event_example,
+                },
+                BATCH_MEDIA_TYPE: {
+                    "schema": {"type": "array", "minItems": 1, "items": _ref("DetectionEvent")},
+                    "example": [event_example],
+                },
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "Stored and queued (or filtered): the reply event(s)",
+                "headers": {
+                    "ce-type": _header(
+                        "binary-mode reply type",
+                        {"const": DETECTION_GEOLOCATED_TYPE},
+                        required=False,
+                    ),
+                    "ce-id": _header("the record id", {"type": "string"}, required=False),
+                },
+                "content": {
+                    "application/json": {"schema": _ref("Reply")},
+                    BATCH_MEDIA_TYPE: {"schema": {"type": "array", "items": _ref("ReplyEvent")}},
+                },
+            },
+            "202": {"description": "Stored and queued (or filtered); replies are turned off"},
+            **_INGEST_ERRORS,
+        },
+    }
+
+
+def _rest_operation() -> dict[str, Any]:
+    one_or_many = {
+        "oneOf": [_ref("Detection"), {"type": "array", "minItems": 1, "items": _ref("Detection")}]
+    }
+    return {
+        "operationId": "createDetections",
+        "summary": "Geolocate detections and queue them for the TAK server (v1 REST)",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": one_or_many, "example": DETECTION_EXAMPLE}},
+        },
+        "responses": {
+            "201": {
+                "description": "Stored and queued (or filtered); CoT XML unless JSON is accepted",
+                "headers": {"Location": _header("the record", {"type": "string"}, required=True)},
+                "content": {
+                    "application/xml": {"schema": {"type": "string"}},
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                _ref("Outcome"),
+                                {"type": "array", "items": _ref("Outcome")},
+                            ]
+                        }
+                    },
+                },
+            },
+            **_INGEST_ERRORS,
+        },
+    }
+
+
+def _open_get(operation_id: str, description: str, content: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": operation_id,
+            "security": [],
+            "responses": {"200": {"description": description, "content": content}},
+        }
     }
 
 
 @cache
 def openapi_document() -> dict[str, Any]:
-    detection = Detection.model_json_schema(ref_template=_REF)
-    components: dict[str, Any] = dict(detection.pop("$defs", {}))
-    components["Detection"] = detection
-    components["Problem"] = {
+    status = {
         "type": "object",
-        "required": ["type", "title", "status"],
-        "properties": {
-            "type": {"type": "string"},
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "detail": {"type": "string"},
-            "instance": {"type": "string"},
-            "errors": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
-                },
-            },
-        },
+        "required": ["status"],
+        "properties": {"status": {"type": "string"}},
     }
-    components["Outcome"] = {
-        "type": "object",
-        "required": ["id", "detection_id", "state", "uid", "cot_type", "geolocation"],
-        "properties": {
-            "id": {"type": "string"},
-            "detection_id": {"type": "string"},
-            "state": {
-                "type": "string",
-                "enum": ["queued", "filtered", "sent", "confirmed", "retrying", "dead"],
-            },
-            "uid": {"type": "string"},
-            "cot_type": {"type": "string"},
-            "object_class": {"type": "string"},
-            "geolocation": {"type": "object"},
-            "filter_reason": {"type": "string"},
-            "duplicate": {"type": "boolean"},
-        },
-    }
-    errors = {
-        "400": _problem_response("Invalid detection (the errors name the field paths)"),
-        "413": _problem_response("Body larger than MAX_BODY_BYTES"),
-        "415": _problem_response("Not JSON"),
-        "422": _problem_response("The ray through the pixel does not reach the ground"),
-        "503": _problem_response("Queue unavailable; retry after Retry-After seconds"),
-    }
+    ready = _open_get("ready", "Redis is reachable", {"application/json": {"schema": status}})
+    ready["get"]["responses"]["503"] = _UNAVAILABLE
     return {
         "openapi": "3.1.0",
         "info": {
@@ -77,83 +394,67 @@ def openapi_document() -> dict[str, Any]:
             "version": __version__,
             "description": "AI object detections to TAK Cursor-on-Target markers.",
         },
+        "security": [{"bearerAuth": []}],
         "paths": {
-            "/api/v1/detections": {
-                "post": {
-                    "operationId": "createDetections",
-                    "summary": "Geolocate detections and queue them for the TAK server",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "oneOf": [
-                                        {"$ref": _REF.format(model="Detection")},
-                                        {
-                                            "type": "array",
-                                            "minItems": 1,
-                                            "items": {"$ref": _REF.format(model="Detection")},
-                                        },
-                                    ]
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "201": {
-                            "description": "Stored and queued (or filtered); CoT XML by default",
-                            "headers": {"Location": {"schema": {"type": "string"}}},
-                            "content": {
-                                "application/xml": {"schema": {"type": "string"}},
-                                "application/json": {
-                                    "schema": {
-                                        "oneOf": [
-                                            {"$ref": _REF.format(model="Outcome")},
-                                            {
-                                                "type": "array",
-                                                "items": {"$ref": _REF.format(model="Outcome")},
-                                            },
-                                        ]
-                                    }
-                                },
-                            },
-                        },
-                        **errors,
-                    },
-                }
-            },
+            "/": {"post": _cloudevents_operation()},
+            "/api/v1/detections": {"post": _rest_operation()},
             "/api/v1/detections/{id}": {
                 "get": {
                     "operationId": "getDetection",
                     "summary": "The record of a detection: geolocation, CoT and delivery state",
-                    "parameters": [
-                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-                    ],
+                    "parameters": [_RECORD_ID],
                     "responses": {
                         "200": {
                             "description": "The record",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
+                            "content": {"application/json": {"schema": _ref("Record")}},
                         },
-                        "404": _problem_response("No such detection (or expired)"),
-                        "503": errors["503"],
+                        **_READ_ERRORS,
                     },
                 }
             },
-            "/health": {
+            "/api/v1/detections/{id}/events": {
                 "get": {
-                    "operationId": "health",
-                    "responses": {"200": {"description": "The process is alive"}},
-                }
-            },
-            "/ready": {
-                "get": {
-                    "operationId": "ready",
+                    "operationId": "getDetectionEvents",
+                    "summary": "The audit trail of a detection, oldest first",
+                    "parameters": [_RECORD_ID],
                     "responses": {
-                        "200": {"description": "Redis is reachable"},
-                        "503": errors["503"],
+                        "200": {
+                            "description": "The audit entries",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"type": "array", "items": _ref("AuditEntry")}
+                                }
+                            },
+                        },
+                        **_READ_ERRORS,
                     },
+                }
+            },
+            "/health": _open_get(
+                "health", "The process is alive", {"application/json": {"schema": status}}
+            ),
+            "/ready": ready,
+            "/metrics": _open_get(
+                "metrics",
+                "Prometheus metrics (OpenMetrics when asked for)",
+                {
+                    "text/plain": {"schema": {"type": "string"}},
+                    "application/openmetrics-text": {"schema": {"type": "string"}},
+                },
+            ),
+            "/openapi.json": _open_get(
+                "openapi", "This document", {"application/json": {"schema": {"type": "object"}}}
+            ),
+        },
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "scopes in the token: detections:write, detections:read",
                 }
             },
         },
-        "components": {"schemas": components},
     }
