@@ -7,15 +7,17 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test unit integration lint bench clean
+.PHONY: help venv run test unit integration bench clean
 
 # Cluster targets: build render deploy canary promote rollback status undeploy (see docs/deployment.md).
 include deploy.mk
+# Security scanning: ruff (security rules), bandit, waiver reasons, shellcheck (see lint.mk).
+include lint.mk
 
 help:
 	@echo "make run     - local stack: Redis, function on :8080, TAK forwarder, taky"
 	@echo "make test    - unit tests, then integration tests against real processes"
-	@echo "make lint    - ruff"
+	@echo "make lint    - ruff (security rules), bandit, waiver reasons, shellcheck"
 	@echo "make bench   - loopback benchmarks (ours vs a raw baseline, one run)"
 	@echo "make build render deploy canary promote rollback status undeploy  (DRY_RUN=1 prints)"
 
@@ -36,10 +38,6 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
-
-lint: $(STAMP)
-	$(BIN)/ruff check functions tests bench
-	$(BIN)/ruff format --check functions tests bench
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -7,7 +7,7 @@ detection_api.app.http_app does the routing (CloudEvents on POST /, REST, health
 """
 
 import functions_framework
-from flask import Request, Response, current_app, request
+from flask import Request, Response, current_app, has_app_context, request
 
 from detection_api.app.http_app import get_app
 
@@ -19,9 +19,12 @@ def detection_api(request: Request) -> Response:
         return app.full_dispatch_request()
 
 
-# functions-framework answers a few requests itself with an HTML 404 before the target sees them
-# (/robots.txt, /favicon.ico, paths its catch-all rule cannot match): hand those to the app too,
-# so every answer is problem+json. main.py is imported inside the framework's app context.
-@current_app.errorhandler(404)
 def _not_routed_by_the_framework(_error: Exception) -> Response:
     return detection_api(request)
+
+
+# functions-framework answers a few requests itself with an HTML 404 before the target sees them
+# (/robots.txt, /favicon.ico, paths its catch-all rule cannot match): hand those to the app too,
+# so every answer is problem+json. The framework imports this file inside its app context.
+if has_app_context():
+    current_app.register_error_handler(404, _not_routed_by_the_framework)

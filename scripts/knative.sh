@@ -122,6 +122,12 @@ DEPLOY_DIR="${DEPLOY_DIR:-.deploy}"
 [[ "$DEPLOY_DIR" != /* && "$OVERLAY" != /* ]] || die "DEPLOY_DIR and OVERLAY must be relative to $repo_root"
 release_dir() { echo "$DEPLOY_DIR/$(basename "$OVERLAY")"; }
 
+flagger_owns_traffic() {
+  # The overlay includes the flagger-canary component (which labels the Service
+  # detection-api.io/traffic: flagger and drops its traffic block).
+  grep -qs "components/flagger-canary" "$OVERLAY/kustomization.yaml"
+}
+
 release_kustomization() {
   local ref="$1" revision
   revision="$(revision_name)"
@@ -144,6 +150,10 @@ patches:
       - op: replace
         path: /spec/template/metadata/name
         value: $revision
+EOF
+  # With Flagger the traffic block belongs to Flagger: pinning it here would skip the canary.
+  flagger_owns_traffic && return
+  cat <<EOF
       - op: replace
         path: /spec/traffic
         value:
@@ -206,8 +216,9 @@ cmd_deploy() {
 
 cmd_canary() {
   local ref revision
-  [[ "$PERCENT" =~ ^[0-9]+$ ]] && ((PERCENT >= 1 && PERCENT <= 99)) \
-    || die "PERCENT must be 1..99 (100% is 'make promote'), got '$PERCENT'"
+  if ! [[ "$PERCENT" =~ ^[0-9]+$ ]] || ((PERCENT < 1 || PERCENT > 99)); then
+    die "PERCENT must be 1..99 (100% is 'make promote'), got '$PERCENT'"
+  fi
   image_ref
   ref="$REF"
   revision="$(revision_name)"

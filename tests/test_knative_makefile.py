@@ -182,7 +182,11 @@ def test_undeploy_keeps_the_namespace_unless_purged(tmp_path: Path) -> None:
         for o in k8s.bundle("prod")
         if o["metadata"].get("labels", {}).get("detection-api.io/retain") == "true"
     }
-    assert retained == {("Namespace", "detection-api"), ("StorageClass", "fast-ssd")}
+    assert retained == {
+        ("Namespace", "detection-api"),
+        ("StorageClass", "fast-ssd"),
+        ("PersistentVolumeClaim", "redis-backups"),
+    }
 
 
 def test_bad_image_ref_is_refused(tmp_path: Path) -> None:

@@ -213,6 +213,9 @@ def test_health_ready_openapi_and_metrics(function_url):
         'detection_queue_depth{queue="tak"} 1.0',
     ):
         assert name in text
+    # Through the ingress (which adds forwarding headers) metrics are not served.
+    via_ingress = request(function_url, "GET", "/metrics", headers={"X-Forwarded-For": "10.1.2.3"})
+    assert_problem(via_ingress, 404)
 
 
 def test_unknown_record_is_404_problem(function_url):

@@ -1,4 +1,5 @@
-"""Strict shapes of the custom resources the manifests use (Knative, KEDA, Prometheus Operator).
+"""Strict shapes of the custom resources the manifests use (Knative, KEDA, Prometheus Operator,
+cert-manager, Flagger).
 
 kubernetes-validate knows only core kinds and lets custom kinds through with a warning, so these
 JSON Schemas say which fields each custom kind may have: every object is closed
@@ -345,6 +346,157 @@ PROMETHEUS_RULE = resource(
     ),
 )
 
+# --- Knative Serving: custom domains -------------------------------------------------------------
+
+DNS_SUBDOMAIN: Schema = {
+    "type": "string",
+    "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    "maxLength": 253,
+}
+
+# A DomainMapping is named after the host it publishes (detections.example.com): a DNS
+# subdomain, not a label, so it gets its own metadata shape.
+DOMAIN_MAPPING = closed(
+    ("apiVersion", "kind", "metadata", "spec"),
+    apiVersion={"const": "serving.knative.dev/v1beta1"},
+    kind={"const": "DomainMapping"},
+    metadata=closed(
+        ("name",), name=DNS_SUBDOMAIN, namespace=STR, labels=STR_MAP, annotations=STR_MAP
+    ),
+    spec=closed(
+        ("ref",),
+        ref=closed(
+            ("kind", "name"),
+            apiVersion=STR,
+            kind=STR,
+            name=DNS_LABEL,
+            namespace=STR,
+            address=STR,
+        ),
+        tls=closed(("secretName",), secretName=DNS_SUBDOMAIN),
+    ),
+)
+
+# --- cert-manager -------------------------------------------------------------------------------
+
+_SECRET_KEY_SELECTOR = closed(("name",), name=DNS_LABEL, key=STR)
+
+CLUSTER_ISSUER = resource(
+    "cert-manager.io/v1",
+    "ClusterIssuer",
+    closed(
+        acme=closed(
+            ("server", "privateKeySecretRef"),
+            server={"type": "string", "pattern": r"^https://"},
+            email=STR,
+            privateKeySecretRef=_SECRET_KEY_SELECTOR,
+            preferredChain=STR,
+            profile=STR,
+            skipTLSVerify={"const": False},
+            solvers=array(
+                closed(
+                    selector=closed(dnsNames=array(STR), dnsZones=array(STR), matchLabels=STR_MAP),
+                    http01=closed(
+                        ingress=closed(
+                            ingressClassName=STR,
+                            serviceType={"enum": ["ClusterIP", "NodePort"]},
+                            podTemplate=ANY_OBJ,
+                            ingressTemplate=ANY_OBJ,
+                        )
+                    ),
+                    dns01=ANY_OBJ,
+                ),
+                1,
+            ),
+        ),
+        ca=closed(("secretName",), secretName=STR),
+        selfSigned=closed(crlDistributionPoints=array(STR)),
+    ),
+)
+
+# --- Flagger ------------------------------------------------------------------------------------
+
+FLAGGER_DURATION: Schema = {"type": "string", "pattern": r"^(\d+(ms|s|m|h))+$"}
+_THRESHOLD_RANGE = {
+    **closed(min={"type": "number"}, max={"type": "number"}),
+    "minProperties": 1,
+}
+
+CANARY = resource(
+    "flagger.app/v1beta1",
+    "Canary",
+    closed(
+        ("targetRef", "analysis"),
+        provider={"enum": ["knative", "kubernetes", "istio", "linkerd", "contour", "gloo"]},
+        metricsServer={"type": "string", "pattern": r"^https?://"},
+        progressDeadlineSeconds={"type": "integer", "minimum": 1},
+        targetRef=closed(("apiVersion", "kind", "name"), apiVersion=STR, kind=STR, name=DNS_LABEL),
+        skipAnalysis=BOOL,
+        revertOnDeletion=BOOL,
+        suspend=BOOL,
+        analysis=closed(
+            ("interval",),
+            interval=FLAGGER_DURATION,
+            threshold={"type": "integer", "minimum": 1},
+            maxWeight={"type": "integer", "minimum": 1, "maximum": 100},
+            stepWeight={"type": "integer", "minimum": 1, "maximum": 100},
+            iterations={"type": "integer", "minimum": 1},
+            metrics=array(
+                {
+                    **closed(
+                        ("name",),
+                        name=DNS_LABEL,
+                        interval=FLAGGER_DURATION,
+                        thresholdRange=_THRESHOLD_RANGE,
+                        templateRef=closed(("name",), name=DNS_LABEL, namespace=STR),
+                        templateVariables=STR_MAP,
+                    ),
+                    # Our own metrics only: every check names a MetricTemplate and a range.
+                    "required": ["name", "templateRef", "thresholdRange", "interval"],
+                },
+                1,
+            ),
+            webhooks=array(
+                closed(
+                    ("name", "url"),
+                    name=STR,
+                    type={
+                        "enum": [
+                            "confirm-rollout",
+                            "pre-rollout",
+                            "rollout",
+                            "confirm-promotion",
+                            "post-rollout",
+                            "event",
+                            "rollback",
+                            "confirm-traffic-increase",
+                        ]
+                    },
+                    url=STR,
+                    timeout=FLAGGER_DURATION,
+                    metadata=STR_MAP,
+                )
+            ),
+        ),
+    ),
+)
+
+METRIC_TEMPLATE = resource(
+    "flagger.app/v1beta1",
+    "MetricTemplate",
+    closed(
+        ("provider", "query"),
+        provider=closed(
+            ("type", "address"),
+            type={"const": "prometheus"},
+            address={"type": "string", "pattern": r"^https?://"},
+            secretRef=closed(("name",), name=DNS_LABEL),
+            insecureSkipVerify={"const": False},
+        ),
+        query=STR,
+    ),
+)
+
 SHAPES: dict[tuple[str, str], Schema] = {
     ("serving.knative.dev/v1", "Service"): KNATIVE_SERVICE,
     ("eventing.knative.dev/v1", "Broker"): BROKER,
@@ -354,6 +506,10 @@ SHAPES: dict[tuple[str, str], Schema] = {
     ("keda.sh/v1alpha1", "TriggerAuthentication"): TRIGGER_AUTHENTICATION,
     ("monitoring.coreos.com/v1", "PodMonitor"): POD_MONITOR,
     ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
+    ("serving.knative.dev/v1beta1", "DomainMapping"): DOMAIN_MAPPING,
+    ("cert-manager.io/v1", "ClusterIssuer"): CLUSTER_ISSUER,
+    ("flagger.app/v1beta1", "Canary"): CANARY,
+    ("flagger.app/v1beta1", "MetricTemplate"): METRIC_TEMPLATE,
 }
 
 

@@ -27,6 +27,7 @@ TARGETS: dict[str, Path] = {
     "base": KNATIVE / "base",
     "prod": KNATIVE / "overlays" / "prod",
     "prod-managed-redis": KNATIVE / "overlays" / "prod-managed-redis",
+    "prod-flagger": KNATIVE / "overlays" / "prod-flagger",
 }
 COMPONENTS: tuple[str, ...] = tuple(
     sorted(p.parent.name for p in (KNATIVE / "components").glob("*/kustomization.yaml"))
@@ -100,6 +101,30 @@ def _component_cached(component: str) -> tuple[str, ...]:
 
 def render_component(component: str) -> list[Obj]:
     return [yaml.safe_load(text) for text in _component_cached(component)]
+
+
+@cache
+def _stack_cached(resources: tuple[str, ...], components: tuple[str, ...]) -> tuple[str, ...]:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_dir = Path(tmp)
+        (tmp_dir / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "resources": [os.path.relpath(KNATIVE / r, tmp_dir) for r in resources],
+                    "components": [os.path.relpath(KNATIVE / c, tmp_dir) for c in components],
+                }
+            )
+        )
+        objs = parse(kustomize(tmp_dir))
+    return tuple(yaml.safe_dump(obj) for obj in objs)
+
+
+def render_stack(resources: tuple[str, ...], components: tuple[str, ...] = ()) -> list[Obj]:
+    """Kustomizations and components under knative/ combined, e.g.
+    render_stack(("overlays/prod",), ("components/keda-forwarder",))."""
+    return [yaml.safe_load(text) for text in _stack_cached(resources, components)]
 
 
 def all_bundles() -> dict[str, list[Obj]]:

@@ -181,13 +181,27 @@ def knative_service_problems(service: Obj) -> list[str]:
     )
 
 
+# A Service whose traffic Flagger owns (components/flagger-canary) carries this label.
+TRAFFIC_OWNER_LABEL = "detection-api.io/traffic"
+FLAGGER = "flagger"
+
+
+def flagger_owns_traffic(service: Obj) -> bool:
+    return service["metadata"].get("labels", {}).get(TRAFFIC_OWNER_LABEL) == FLAGGER
+
+
 def versioned_service_problems(service: Obj) -> list[str]:
-    """The function's extra rules: named revisions, an explicit traffic block with the
-    `current` and `candidate` tags, and both probes."""
+    """The function's extra rules: named revisions, both probes, and an explicit traffic block
+    with the `current` and `candidate` tags; or, when Flagger owns the traffic, no traffic block
+    at all (an applied one would overwrite Flagger's split on every deploy)."""
     problems = revision_name_problems(service)
-    tags = {t.get("tag") for t in service["spec"].get("traffic", [])}
-    if not {"current", "candidate"} <= tags:
-        problems.append(f"traffic tags {sorted(t for t in tags if t)} lack current/candidate")
+    if flagger_owns_traffic(service):
+        if "traffic" in service["spec"]:
+            problems.append("Flagger owns the traffic, yet the Service declares a traffic block")
+    else:
+        tags = {t.get("tag") for t in service["spec"].get("traffic", [])}
+        if not {"current", "candidate"} <= tags:
+            problems.append(f"traffic tags {sorted(t for t in tags if t)} lack current/candidate")
     container = serving_container(service)
     for probe in ("readinessProbe", "livenessProbe"):
         if not (container.get(probe) or {}).get("httpGet"):

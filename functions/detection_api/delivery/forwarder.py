@@ -126,7 +126,7 @@ class Backoff:
         self.base = base
         self.cap = cap
         self.failures = 0
-        self._rng = rng or random.Random()  # noqa: S311 (jitter, not cryptography)
+        self._rng = rng or random.Random()  # noqa: S311 (jitter, not cryptography)  # nosec B311 # backoff jitter, not cryptography
 
     def next_delay(self) -> float:
         ceiling = min(self.cap, self.base * 2 ** min(self.failures, 32))  # no float overflow

@@ -185,7 +185,7 @@ def _wsgi_app(metrics: ForwarderMetrics) -> Callable[..., list[bytes]]:
 class MetricsServer:
     """Serves ``/metrics`` and ``/health`` from a daemon thread."""
 
-    def __init__(self, metrics: ForwarderMetrics, port: int, host: str = "0.0.0.0") -> None:  # noqa: S104 (scraped from the pod IP)
+    def __init__(self, metrics: ForwarderMetrics, port: int, host: str = "0.0.0.0") -> None:  # noqa: S104 (scraped from the pod IP)  # nosec B104 # Prometheus scrapes the pod IP; NetworkPolicy limits who may
         self._server = make_server(
             host,
             port,

@@ -32,7 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 SERVER_NAME = "localhost"
 WRONG_SERVER_NAME = "wrong-host.invalid"
 DEFAULT_CLIENTS: tuple[str, ...] = ("forwarder", "subscriber")
-DEFAULT_P12_PASSWORD = "detection-api-local"  # noqa: S105 (a local throw-away test PKI)
+DEFAULT_P12_PASSWORD = "detection-api-local"  # noqa: S105 (a local throw-away test PKI)  # nosec B105 # password of the generated local test PKI, printed in the docs
 DEFAULT_VALID_DAYS = 825
 # Reuse a stored PKI only if it stays valid at least this long.
 _MIN_REMAINING = dt.timedelta(days=1)

@@ -17,7 +17,7 @@ import contextlib
 import ctypes
 import os
 import signal
-import subprocess
+import subprocess  # nosec B404 # local stack supervisor: starts our own programs
 import sys
 import threading
 import time
@@ -99,7 +99,7 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._log_offset = log.tell()
-            self._popen = subprocess.Popen(  # noqa: S603 (argv from our own code, no shell)
+            self._popen = subprocess.Popen(  # noqa: S603 (argv from our own code, no shell)  # nosec B603 # argv from our own code, no shell
                 self.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

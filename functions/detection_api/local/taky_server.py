@@ -23,7 +23,7 @@ from __future__ import annotations
 import configparser
 import fcntl
 import signal
-import subprocess
+import subprocess  # nosec B404 # installs and starts taky
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +88,7 @@ def _installed(stamp: Path, executable: Path) -> bool:
 
 def _run_install_step(argv: list[str], what: str) -> None:
     try:
-        result = subprocess.run(  # noqa: S603 (our own argv, no shell)
+        result = subprocess.run(  # noqa: S603 (our own argv, no shell)  # nosec B603 # our own argv, no shell
             argv, capture_output=True, text=True, timeout=_INSTALL_TIMEOUT_S, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
