@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help venv run test unit integration bench clean
 
-# Cluster targets: build render deploy canary promote rollback status undeploy (see docs/deployment.md).
+# Cluster targets: build render deploy canary promote rollback status undeploy (see README.md).
 include deploy.mk
 # Security scanning: ruff (security rules), bandit, waiver reasons, shellcheck (see lint.mk).
 include lint.mk

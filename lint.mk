@@ -6,7 +6,7 @@
 #                 `# nosec B310 (reason)`; a bare code is refused
 #   lint-shell    shellcheck of scripts/ and the scripts shipped to the cluster, when installed
 # The dynamic side (DAST) is the schemathesis run against the running function; dependency
-# audits: docs/production.md "Security scanning".
+# audits: README.md "Security scanning".
 
 BIN        ?= .venv/bin
 LINT_PATHS ?= functions tests bench

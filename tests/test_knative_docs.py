@@ -1,4 +1,4 @@
-"""The deployment section of the README (docs/deployment.md) covers what operators need, and
+"""The deployment section of the README ("Deployment on Knative") covers what operators need, and
 the paths and targets it names exist. Also: kubectl is found or fetched without root."""
 
 from __future__ import annotations
@@ -12,31 +12,31 @@ import pytest
 
 from support import k8s_render as k8s
 
-DOC = k8s.REPO / "docs" / "deployment.md"
+DOC_TEXT = k8s.readme_section("Deployment on Knative")
 SECTIONS = ("Quick start", "Verify", "Canary, promote, rollback", "Troubleshooting")
 TARGETS = ("build", "render", "deploy", "canary", "promote", "rollback", "status", "undeploy")
 
 
 def test_doc_has_the_guides_sections() -> None:
-    headings = re.findall(r"^#+ (.+)$", DOC.read_text(), re.MULTILINE)
+    headings = re.findall(r"^#+ (.+)$", DOC_TEXT, re.MULTILINE)
     for section in SECTIONS:
         assert section in headings
 
 
 def test_doc_says_why_ko_is_not_used() -> None:
-    text = DOC.read_text()
+    text = DOC_TEXT
     assert re.search(r"`ko` builds Go binaries only", text)
     assert "buildpacks" in text and "Procfile" in text
 
 
 def test_doc_mentions_every_target() -> None:
-    text = DOC.read_text()
+    text = DOC_TEXT
     for target in TARGETS:
         assert f"make {target}" in text, target
 
 
 def test_paths_named_in_the_doc_exist() -> None:
-    text = DOC.read_text()
+    text = DOC_TEXT
     paths = set(re.findall(r"`((?:knative|scripts|docs|examples)/[^`\s]*)`", text))
     paths |= set(re.findall(r"^((?:knative|scripts)/\S+)", text, re.MULTILINE))
     assert paths

@@ -1,4 +1,4 @@
-"""docs/production.md (the README's production sections) and docs/runbook.md: the sections the
+"""The README's "Production readiness" section and docs/runbook.md: the sections the
 issue asks for, every path they name exists, every checklist line points at something real, and
 the runbook's commands use verbs and objects that exist."""
 
@@ -11,7 +11,7 @@ import pytest
 from detection_api.cli import build_parser
 from support import k8s_render as k8s
 
-PRODUCTION = k8s.REPO / "docs" / "production.md"
+PRODUCTION_TEXT = k8s.readme_section("Production readiness")
 RUNBOOK = k8s.REPO / "docs" / "runbook.md"
 PRODUCTION_SECTIONS = (
     "HTTPS and exposure",
@@ -44,29 +44,38 @@ KNATIVE_OWN = {("deployment", "controller")}
 PATH = re.compile(r"`((?:knative|scripts|docs|tests|examples)/[^`\s]*|lint\.mk|constraints\.txt)`")
 
 
-def headings(path) -> list[str]:
-    return re.findall(r"^#+ (.+)$", path.read_text(), re.MULTILINE)
+def headings(text: str) -> list[str]:
+    return re.findall(r"^#+ (.+)$", text, re.MULTILINE)
+
+
+DOCS = {"production": PRODUCTION_TEXT, "runbook": RUNBOOK.read_text()}
 
 
 @pytest.mark.parametrize(
-    ("path", "sections"), [(PRODUCTION, PRODUCTION_SECTIONS), (RUNBOOK, RUNBOOK_SECTIONS)]
+    ("doc", "sections"), [("production", PRODUCTION_SECTIONS), ("runbook", RUNBOOK_SECTIONS)]
 )
-def test_the_issues_sections_are_there(path, sections) -> None:
-    found = headings(path)
+def test_the_issues_sections_are_there(doc, sections) -> None:
+    found = headings(DOCS[doc])
     for section in sections:
         assert section in found, section
 
 
-@pytest.mark.parametrize("path", [PRODUCTION, RUNBOOK])
-def test_every_path_named_exists(path) -> None:
-    named = set(PATH.findall(path.read_text()))
+def test_the_readme_ends_with_the_checklist() -> None:
+    readme = (k8s.REPO / "README.md").read_text()
+    assert "### Production checklist" in readme[-4000:]
+    assert "\n## " not in readme[readme.index("### Production checklist") :]
+
+
+@pytest.mark.parametrize("doc", ["production", "runbook"])
+def test_every_path_named_exists(doc) -> None:
+    named = set(PATH.findall(DOCS[doc]))
     assert named
     missing = [p for p in sorted(named) if not (k8s.REPO / p.rstrip("/")).exists()]
     assert missing == []
 
 
 def test_each_checklist_line_points_at_a_manifest_test_or_document() -> None:
-    text = PRODUCTION.read_text()
+    text = PRODUCTION_TEXT
     checklist = text[text.index("### Production checklist") :]
     items = re.split(r"\n- \[x\] ", checklist)[1:]
     for wanted in CHECKLIST:

@@ -18,7 +18,7 @@ from support.crd_shapes import shape_errors
 
 VISIBILITY = "networking.knative.dev/visibility"
 CLUSTER_SETUP = k8s.KNATIVE / "components" / "https" / "cluster-setup"
-DOC = k8s.REPO / "docs" / "production.md"
+DOC_TEXT = k8s.readme_section("Production readiness")
 WITH_HTTPS = ("prod", "prod-managed-redis", "prod-flagger", "base+https")
 LETSENCRYPT = {
     "letsencrypt-prod": "https://acme-v02.api.letsencrypt.org/directory",
@@ -127,7 +127,7 @@ def test_knative_settings_point_at_a_shipped_issuer_and_redirect_http() -> None:
 
 
 def test_the_doc_gives_the_exact_patch_commands() -> None:
-    text = DOC.read_text()
+    text = DOC_TEXT
     for name in ("config-certmanager", "config-network"):
         assert (
             f"kubectl patch configmap {name} -n knative-serving --type merge --patch-file "
@@ -147,8 +147,8 @@ def app_routes() -> set[str]:
 
 
 def documented_exposure() -> dict[str, str]:
-    """The exposure table of docs/production.md: path -> public/not public."""
-    text = DOC.read_text()
+    """The exposure table of the README's Production readiness section: path -> public/not public."""
+    text = DOC_TEXT
     table = text[text.index("| path |") :].split("\n\n", 1)[0]
     rows = {}
     for line in table.splitlines()[2:]:

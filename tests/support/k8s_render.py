@@ -254,3 +254,11 @@ def probe_paths() -> dict[str, set[str]]:
 
 def env_vars(container: Obj) -> dict[str, Obj]:
     return {e["name"]: e for e in container.get("env", [])}
+
+
+def readme_section(title: str) -> str:
+    """The text of the README's ``## <title>`` section, up to the next ``## `` heading."""
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
