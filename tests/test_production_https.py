@@ -147,7 +147,7 @@ def app_routes() -> set[str]:
 
 
 def documented_exposure() -> dict[str, str]:
-    """The exposure table of the README's Production readiness section: path -> public/not public."""
+    """The exposure table of the README's Production readiness section: path -> public?"""
     text = DOC_TEXT
     table = text[text.index("| path |") :].split("\n\n", 1)[0]
     rows = {}
