@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 
 from http_client import post_json
+from product import start_forwarder, start_function
 from test_end_to_end import _wait_confirmed
-from test_function_http import detection, function_argv
+from test_function_http import detection
 from test_notifier import WebhookReceiver
 
-from detection_api.local.ports import free_port
-from detection_api.local.probes import http_ok
 from detection_api.local.procs import wait_until
 
 
@@ -35,20 +34,8 @@ def test_detection_alert_outage_alert_and_recovery(
             "TAK_DISCONNECT_ALERT_SECONDS": "1",
             "TAK_RECONNECT_MAX_SECONDS": "1",
         }
-        port, metrics_port = free_port(), free_port()
-        start_process(
-            "function",
-            function_argv(port),
-            env=env,
-            ready=lambda: http_ok(f"http://127.0.0.1:{port}/health"),
-        )
-        start_process(
-            "forwarder",
-            ["detection-api", "worker"],
-            env={**env, **taky_tls.client_env(), "FORWARDER_METRICS_PORT": str(metrics_port)},
-            ready=lambda: http_ok(f"http://127.0.0.1:{metrics_port}/health"),
-        )
-        url = f"http://127.0.0.1:{port}"
+        url = start_function(start_process, env)
+        start_forwarder(start_process, {**env, **taky_tls.client_env()})
         first = post_json(url, "/api/v1/detections", detection(), Accept="application/json").json
         wait_until(
             lambda: any("vehicle" in t for t in _texts(receiver)), 30, what="the vehicle alert"

@@ -9,31 +9,18 @@ import json
 import pytest
 from cloudevents.conversion import to_structured
 from http_client import post_json, request
-from test_function_http import detection, event, function_argv, post_event
+from product import start_forwarder, start_function
+from test_function_http import detection, event, post_event
 
-from detection_api.local.ports import free_port
-from detection_api.local.probes import http_ok
 from detection_api.local.procs import wait_until
 
 
 @pytest.fixture
 def stack(redis_server, taky_tls, start_process):
-    port = free_port()
     env = {"REDIS_URL": redis_server.url, "AUTH_DISABLED": "true"}
-    start_process(
-        "function",
-        function_argv(port),
-        env=env,
-        ready=lambda: http_ok(f"http://127.0.0.1:{port}/health"),
-    )
-    metrics_port = free_port()
-    start_process(
-        "forwarder",
-        ["detection-api", "worker"],
-        env={**env, **taky_tls.client_env(), "FORWARDER_METRICS_PORT": str(metrics_port)},
-        ready=lambda: http_ok(f"http://127.0.0.1:{metrics_port}/health"),
-    )
-    return f"http://127.0.0.1:{port}"
+    url = start_function(start_process, env)
+    start_forwarder(start_process, {**env, **taky_tls.client_env()})
+    return url
 
 
 def _wait_confirmed(url: str, record_ids: list[str], timeout: float = 30.0) -> None:

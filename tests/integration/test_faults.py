@@ -13,12 +13,11 @@ import threading
 import time
 
 import pytest
+from product import start_forwarder, start_function
 from rq.registry import FailedJobRegistry
 from tcp_proxy import CuttingProxy
-from test_function_http import detection, function_argv
+from test_function_http import detection
 
-from detection_api.local.ports import free_port
-from detection_api.local.probes import http_ok
 from detection_api.local.procs import wait_until
 
 SEED = 20261127
@@ -73,29 +72,12 @@ class Producer:
 
 @pytest.fixture
 def function_url(redis_server, start_process) -> str:
-    port = free_port()
-    start_process(
-        "function",
-        function_argv(port),
-        env={"REDIS_URL": redis_server.url, "AUTH_DISABLED": "true"},
-        ready=lambda: http_ok(f"http://127.0.0.1:{port}/health"),
-    )
-    return f"http://127.0.0.1:{port}"
+    return start_function(start_process, {"REDIS_URL": redis_server.url, "AUTH_DISABLED": "true"})
 
 
-def start_forwarder(start_process, redis_server, tak_env: dict[str, str], name: str):
-    metrics_port = free_port()
-    return start_process(
-        name,
-        ["detection-api", "worker"],
-        env={
-            "REDIS_URL": redis_server.url,
-            **tak_env,
-            "FORWARDER_METRICS_PORT": str(metrics_port),
-            "TAK_RECONNECT_MAX_SECONDS": "1",
-        },
-        ready=lambda: http_ok(f"http://127.0.0.1:{metrics_port}/health"),
-    )
+def start_worker(start_process, redis_server, tak_env: dict[str, str], name: str):
+    env = {"REDIS_URL": redis_server.url, **tak_env, "TAK_RECONNECT_MAX_SECONDS": "1"}
+    return start_forwarder(start_process, env, name)[0]
 
 
 def assert_all_delivered(producer: Producer, subscriber, redis, what: str) -> None:
@@ -116,12 +98,12 @@ def test_forwarder_sigkilled_at_random_instants(
 ):
     rng = random.Random(SEED)
     redis = redis_server.client()
-    forwarder = start_forwarder(start_process, redis_server, taky_tls.client_env(), "forwarder-0")
+    worker = start_worker(start_process, redis_server, taky_tls.client_env(), "forwarder-0")
     with Producer(function_url) as producer:
         for kill in range(1, 4):
             time.sleep(rng.uniform(0.3, 1.5))  # the fault's instant, not a wait for a condition
-            forwarder.kill()
-            forwarder = start_forwarder(
+            worker.kill()
+            worker = start_worker(
                 start_process, redis_server, taky_tls.client_env(), f"forwarder-{kill}"
             )
         producer.keep_going_until(200)
@@ -141,7 +123,7 @@ def test_tak_connection_cut_mid_write_by_a_proxy(
     proxy = CuttingProxy(taky_tls.port).start()
     try:
         env = {**taky_tls.client_env(), "TAK_URL": f"tls://127.0.0.1:{proxy.port}"}
-        start_forwarder(start_process, redis_server, env, "forwarder")
+        start_worker(start_process, redis_server, env, "forwarder")
         with Producer(function_url) as producer:
             for _ in range(5):
                 wait_until(lambda: proxy.connections > 0, 30, what="a forwarder connection")

@@ -17,9 +17,9 @@ import pytest
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 from http_client import Reply, post_json, request
+from product import start_function
 
 from detection_api.local.ports import free_port
-from detection_api.local.probes import http_ok
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = json.loads((REPO / "examples" / "detection.json").read_text())
@@ -27,33 +27,14 @@ CREATED = "org.detectionapi.detection.created"
 TAK_QUEUE = "rq:queue:tak"
 
 
-def function_argv(port: int) -> list[str]:
-    # Exactly the Procfile's web line.
-    return [
-        "functions-framework",
-        "--source",
-        str(REPO / "functions" / "main.py"),
-        "--target",
-        "detection_api",
-        "--signature-type",
-        "http",
-        "--port",
-        str(port),
-    ]
-
-
 @pytest.fixture
 def function_factory(redis_server, start_process) -> Callable[..., str]:
     def start(**env: str) -> str:
-        port = free_port()
-        start_process(
-            f"function-{port}",
-            function_argv(port),
-            env={"REDIS_URL": redis_server.url, "AUTH_DISABLED": "true", **env},
-            ready=lambda: http_ok(f"http://127.0.0.1:{port}/health"),
-            cwd=str(REPO),
+        return start_function(
+            start_process,
+            {"REDIS_URL": redis_server.url, "AUTH_DISABLED": "true", **env},
+            name=f"function-{len(env)}-{free_port()}",
         )
-        return f"http://127.0.0.1:{port}"
 
     return start
 

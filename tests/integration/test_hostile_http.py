@@ -23,7 +23,8 @@ from http_client import Reply, post_json, request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
-from test_function_http import assert_problem, detection, event, function_argv
+from product import function_argv
+from test_function_http import assert_problem, detection, event
 
 from detection_api.cot import DETAIL_ELEMENT, xml_safe
 from detection_api.local.ports import free_port

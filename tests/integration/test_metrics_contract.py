@@ -8,12 +8,11 @@ from __future__ import annotations
 import http.client
 
 from http_client import post_json, request
+from product import start_forwarder, start_function
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from test_end_to_end import _wait_confirmed
-from test_function_http import detection, function_argv
+from test_function_http import detection
 
-from detection_api.local.ports import free_port
-from detection_api.local.probes import http_ok
 from support.k8s_render import probe_paths
 from support.metric_names import FORWARDER_METRICS, FUNCTION_METRICS, Kind
 
@@ -41,21 +40,10 @@ def family_name(name: str, kind: Kind) -> str:
 
 
 def test_exported_metrics_and_probe_paths(redis_server, taky_tls, start_process):
-    port, metrics_port = free_port(), free_port()
     env = {"REDIS_URL": redis_server.url, "AUTH_DISABLED": "true"}
-    start_process(
-        "function",
-        function_argv(port),
-        env=env,
-        ready=lambda: http_ok(f"http://127.0.0.1:{port}/health"),
-    )
-    start_process(
-        "forwarder",
-        ["detection-api", "worker"],
-        env={**env, **taky_tls.client_env(), "FORWARDER_METRICS_PORT": str(metrics_port)},
-        ready=lambda: http_ok(f"http://127.0.0.1:{metrics_port}/health"),
-    )
-    url = f"http://127.0.0.1:{port}"
+    url = start_function(start_process, env)
+    port = int(url.rsplit(":", 1)[1])
+    _, metrics_port = start_forwarder(start_process, {**env, **taky_tls.client_env()})
     ids = [
         post_json(url, "/api/v1/detections", detection(), Accept="application/json").json["id"]
         for _ in range(3)

@@ -26,7 +26,7 @@ from typing import Any
 
 import jwt
 import pytest
-from test_function_http import function_argv
+from product import function_argv
 
 from detection_api.local.ports import free_port
 from detection_api.local.probes import http_ok

@@ -7,7 +7,8 @@ import time
 import jwt
 import pytest
 from http_client import post_json, request
-from test_function_http import assert_problem, detection, function_argv
+from product import function_argv
+from test_function_http import assert_problem, detection
 
 from detection_api.local.ports import free_port
 from detection_api.local.probes import http_ok

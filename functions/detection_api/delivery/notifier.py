@@ -65,6 +65,7 @@ from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from detection_api.delivery.jobs import PayloadRejected, dead_letter, read_job_calls
+from detection_api.delivery.list_scripts import MOVE_HEAD, RETURN_TO_FRONT
 from detection_api.delivery.notify import (
     NOTIFY_FUNC,
     InvalidNotification,
@@ -88,7 +89,6 @@ USER_AGENT = "detection-api-notifier/1.0"  # urllib's default agent is refused b
 MAX_RESPONSE_BYTES = 4096
 _JOB_KEY_PREFIX = Job.key_for("")
 _RESULT_KEY_PREFIX = Result.get_key("")
-_LUA_UNPACK_CHUNK = 1000
 
 
 # --- secrets -----------------------------------------------------------------------------------
@@ -394,28 +394,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: queue, processing. ARGV: max ids. Head of the queue into processing, in order.
-_CLAIM = f"""
-local ids = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-if #ids == 0 then return ids end
-redis.call('LTRIM', KEYS[1], #ids, -1)
-for i = 1, #ids, {_LUA_UNPACK_CHUNK} do
-  redis.call('RPUSH', KEYS[2], unpack(ids, i, math.min(i + {_LUA_UNPACK_CHUNK} - 1, #ids)))
-end
-return ids
-"""
-
-# KEYS: queue, processing. ARGV: ids in queue order; those still in processing go back to the
-# front of the queue, in order.
-_REQUEUE_IDS = """
-local owned = {}
-for i = 1, #ARGV do
-  if redis.call('LREM', KEYS[2], 1, ARGV[i]) == 1 then owned[#owned + 1] = ARGV[i] end
-end
-for i = #owned, 1, -1 do redis.call('LPUSH', KEYS[1], owned[i]) end
-return #owned
-"""
-
 # KEYS: queue, processing. Everything in processing back to the front of the queue, in order.
 _REQUEUE_ALL = """
 local ids = redis.call('LRANGE', KEYS[2], 0, -1)
@@ -445,8 +423,8 @@ class NotifyClaims:
         self._lease_ttl_ms = str(max(1, int(lease_ttl_seconds * 1000)))
         self._lease = redis.register_script(_LEASE)
         self._release_lease = redis.register_script(_RELEASE_LEASE)
-        self._claim = redis.register_script(_CLAIM)
-        self._requeue_ids = redis.register_script(_REQUEUE_IDS)
+        self._claim = redis.register_script(MOVE_HEAD)
+        self._requeue_ids = redis.register_script(RETURN_TO_FRONT)
         self._requeue_all = redis.register_script(_REQUEUE_ALL)
         self._complete = redis.register_script(_COMPLETE)
 

@@ -22,6 +22,8 @@ from redis.client import Pipeline
 from rq.job import Job
 from rq.results import Result
 
+from detection_api.delivery.list_scripts import MOVE_HEAD, RETURN_TO_FRONT
+
 # rq's key names, passed to the release script (keys derived inside Lua are built from these).
 _JOB_KEY_PREFIX = Job.key_for("")
 _RESULT_KEY_PREFIX = Result.get_key("")
@@ -29,21 +31,15 @@ _RESULT_KEY_PREFIX = Result.get_key("")
 log = logging.getLogger(__name__)
 
 FORWARDERS_KEY = "detection:forwarders"
-_LUA_UNPACK_CHUNK = 1000  # Lua's unpack() has a stack limit; push in slices
-
 # KEYS: queue, inflight, alive, forwarders set. ARGV: max ids, alive ttl ms, name.
 # Refreshes liveness in the same step, so nothing is ever claimed by a forwarder not alive.
-_CLAIM = f"""
+_CLAIM = (
+    """
 redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[3])
-local ids = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-if #ids == 0 then return ids end
-redis.call('LTRIM', KEYS[1], #ids, -1)
-for i = 1, #ids, {_LUA_UNPACK_CHUNK} do
-  redis.call('RPUSH', KEYS[2], unpack(ids, i, math.min(i + {_LUA_UNPACK_CHUNK} - 1, #ids)))
-end
-return ids
 """
+    + MOVE_HEAD
+)
 
 # KEYS: queue, inflight, alive, forwarders set. ARGV: name, only_if_dead (0/1).
 # Puts the in-flight ids back at the front of the queue in their original order.
@@ -54,17 +50,6 @@ for i = #ids, 1, -1 do redis.call('LPUSH', KEYS[1], ids[i]) end
 redis.call('DEL', KEYS[2])
 if ARGV[2] == '1' then redis.call('SREM', KEYS[4], ARGV[1]) end
 return #ids
-"""
-
-# KEYS: queue, inflight. ARGV: ids in queue order. Returns those still claimed here to the front
-# of the queue, in order (an id a reaper already returned is not pushed twice).
-_REQUEUE_IDS = """
-local owned = {}
-for i = 1, #ARGV do
-  if redis.call('LREM', KEYS[2], 1, ARGV[i]) == 1 then owned[#owned + 1] = ARGV[i] end
-end
-for i = #owned, 1, -1 do redis.call('LPUSH', KEYS[1], owned[i]) end
-return #owned
 """
 
 # KEYS: inflight. ARGV: job key prefix, result key prefix, delivered job ids. Deletes a job (rq's
@@ -116,7 +101,7 @@ class ClaimLedger:
         self._claim = redis.register_script(_CLAIM)
         self._requeue = redis.register_script(_REQUEUE)
         self._release = redis.register_script(_RELEASE_DELIVERED)
-        self._requeue_ids = redis.register_script(_REQUEUE_IDS)
+        self._requeue_ids = redis.register_script(RETURN_TO_FRONT)
         self._refresh = redis.register_script(_REFRESH)
 
     def refresh_alive(self) -> None:
