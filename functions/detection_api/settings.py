@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     max_range_m: float = Field(default=20_000.0, gt=0)
     # How long records, idempotency keys and undelivered work are kept (and an outage may last).
     retention_seconds: int = Field(default=86_400, ge=60)
+    # How long a confirmed record (and its idempotency) is kept: Redis memory is what saturates
+    # first at high rates (about 2 KB per detection), so confirmed ones need not wait a day.
+    confirmed_retention_seconds: int = Field(default=3600, ge=60)
     max_image_bytes: int = Field(default=262_144, ge=0)
 
     @field_validator("tak_url")

@@ -69,3 +69,22 @@ def test_every_ingest_mode_reaches_the_tak_subscriber(stack, tak_subscriber):
     _wait_confirmed(stack, [o["id"] for o in expected.values()])
     events = request(stack, "GET", f"/api/v1/detections/{rest['id']}/events").json
     assert [e["event"] for e in events][:2] == ["received", "queued"]
+
+
+def test_confirmed_records_are_kept_for_the_shorter_confirmed_retention(
+    redis_server, taky_tls, tak_subscriber, start_process
+):
+    env = {"REDIS_URL": redis_server.url, "AUTH_DISABLED": "true"}
+    url = start_function(start_process, env)
+    start_forwarder(
+        start_process, {**env, **taky_tls.client_env(), "CONFIRMED_RETENTION_SECONDS": "120"}
+    )
+    outcome = post_json(url, "/api/v1/detections", detection(), Accept="application/json").json
+    _wait_confirmed(url, [outcome["id"]])
+    client = redis_server.client()
+    assert 0 < client.ttl(f"detection:record:{outcome['id']}") <= 120
+    assert 0 < client.ttl(f"detection:audit:{outcome['id']}") <= 120
+    # Until it is confirmed a record keeps the full retention (an outage may last that long).
+    taky_tls.stop()
+    waiting = post_json(url, "/api/v1/detections", detection(), Accept="application/json").json
+    assert client.ttl(f"detection:record:{waiting['id']}") > 86_000

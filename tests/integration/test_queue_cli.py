@@ -14,6 +14,7 @@ from rq.serializers import JSONSerializer
 from test_forwarder import enqueue, states
 
 from detection_api.commands.queue import parse_duration
+from detection_api.delivery.audit import AuditLog
 from detection_api.delivery.jobs import dead_letter
 from detection_api.local.ports import free_port
 from detection_api.local.probes import http_ok
@@ -86,5 +87,5 @@ def test_status_dead_requeue_and_purge(redis_server, taky_tls, tak_subscriber, s
     purged = queue_cli(redis_server.url, "purge", "--dead", "--older-than", "0s")
     assert "purged 1" in purged.stdout
     assert len(FailedJobRegistry("tak", connection=redis)) == 0
-    events = [e for _, e in redis.xrange(f"detection:audit:{items[0].record_id}")]
-    assert [e[b"event"] for e in events][-2:] == [b"requeued", b"confirmed"]
+    trail = AuditLog(redis, max_len=1000, retention_seconds=3600).events_for(items[0].record_id)
+    assert [e["event"] for e in trail][-2:] == ["requeued", "confirmed"]

@@ -1,13 +1,17 @@
 """Audit trail: an append-only Redis stream of what happened to each detection.
 
-Two streams per event: the global ``detection:audit`` (bounded by ``AUDIT_MAX_LEN``, approximate
-trimming so XADD stays O(1)) for operators and exports, and a short per-record stream with the
-record's retention, which is what ``GET /api/v1/detections/{id}/events`` reads without scanning.
-Entries join the caller's pipeline, so a state change and its audit entry are written together.
+The global stream ``detection:audit`` (bounded by ``AUDIT_MAX_LEN``, approximate trimming so XADD
+stays O(1)) is for operators and exports. Each record also keeps its own short trail, a Redis list
+of compact JSON entries with the record's lifetime, which is what
+``GET /api/v1/detections/{id}/events`` reads without scanning. (A list, not a stream: a stream
+per record costs ~4.7 KB of Redis memory, a list of a few entries ~0.3 KB, and a busy deployment
+keeps hundreds of thousands of them.) Entries join the caller's pipeline, so a state change and
+its audit entry are written together.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from enum import StrEnum
 from typing import Any
@@ -16,8 +20,8 @@ from redis import Redis
 from redis.client import Pipeline
 
 AUDIT_STREAM = "detection:audit"
-RECORD_STREAM_PREFIX = "detection:audit:"
-_PER_RECORD_MAX = 200
+RECORD_TRAIL_PREFIX = "detection:audit:"
+_PER_RECORD_MAX = 50
 
 
 class AuditEvent(StrEnum):
@@ -27,8 +31,12 @@ class AuditEvent(StrEnum):
     QUEUED = "queued"
     CONFIRMED = "confirmed"
     RETRIED = "retried"
-    REQUEUED = "requeued"  # outage: back to the queue, no attempt counted
+    REQUEUED = "requeued"  # outage or operator: back to the queue, no attempt counted
     DEAD_LETTERED = "dead_lettered"
+
+
+def trail_key(record_id: str) -> str:
+    return RECORD_TRAIL_PREFIX + record_id
 
 
 class AuditLog:
@@ -36,6 +44,20 @@ class AuditLog:
         self.redis = redis
         self.max_len = max_len
         self.retention_seconds = retention_seconds
+
+    @staticmethod
+    def _entry(event: AuditEvent, now: float | None, **fields: str | None) -> dict[str, Any]:
+        entry: dict[str, Any] = {"event": event.value, "at": repr(now or time.time())}
+        entry.update({k: v[:500] for k, v in fields.items() if v})
+        return entry
+
+    def _trail(
+        self, pipe: Pipeline | Redis, record_id: str, entry: dict[str, Any], ttl: int
+    ) -> None:
+        key = trail_key(record_id)
+        pipe.rpush(key, json.dumps(entry, separators=(",", ":")))
+        pipe.ltrim(key, -_PER_RECORD_MAX, -1)
+        pipe.expire(key, ttl)  # never a trail that outlives its record
 
     def append(
         self,
@@ -48,20 +70,17 @@ class AuditLog:
         reason: str | None = None,
         now: float | None = None,
     ) -> None:
-        entry: dict[str, Any] = {"event": event.value, "at": repr(now or time.time())}
-        for name, value in (
-            ("record_id", record_id),
-            ("detection_id", detection_id),
-            ("event_id", event_id),
-            ("reason", reason),
-        ):
-            if value:
-                entry[name] = value[:500]
+        entry = self._entry(
+            event,
+            now,
+            record_id=record_id,
+            detection_id=detection_id,
+            event_id=event_id,
+            reason=reason,
+        )
         pipe.xadd(AUDIT_STREAM, entry, maxlen=self.max_len, approximate=True)
         if record_id:
-            key = RECORD_STREAM_PREFIX + record_id
-            pipe.xadd(key, entry, maxlen=_PER_RECORD_MAX, approximate=True)
-            pipe.expire(key, self.retention_seconds)
+            self._trail(pipe, record_id, entry, self.retention_seconds)
 
     def append_batch(
         self,
@@ -71,31 +90,24 @@ class AuditLog:
         *,
         reason: str | None = None,
         now: float | None = None,
+        ttl_seconds: int | None = None,
     ) -> None:
-        """One entry per record in its own stream, and one entry for the whole batch in the global
+        """One entry per record in its trail, and one entry for the whole batch in the global
         stream: the forwarder confirms thousands of detections a second, and a global entry for
-        each would add a third of its Redis work."""
+        each would add a third of its Redis work. ``ttl_seconds`` shortens the trails' lifetime
+        (a confirmed record is kept for ``CONFIRMED_RETENTION_SECONDS``)."""
         if not record_ids:
             return
-        entry: dict[str, Any] = {"event": event.value, "at": repr(now or time.time())}
-        if reason:
-            entry["reason"] = reason[:500]
+        entry = self._entry(event, now, reason=reason)
         for record_id in record_ids:
-            key = RECORD_STREAM_PREFIX + record_id
-            pipe.xadd(key, entry, maxlen=_PER_RECORD_MAX, approximate=True)
-            pipe.expire(key, self.retention_seconds)  # never a stream that outlives its record
+            self._trail(pipe, record_id, entry, ttl_seconds or self.retention_seconds)
         batch_entry = {**entry, "count": len(record_ids), "record_ids": ",".join(record_ids)}
         pipe.xadd(AUDIT_STREAM, batch_entry, maxlen=self.max_len, approximate=True)
 
     def events_for(self, record_id: str) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for entry_id, fields in self.redis.xrange(RECORD_STREAM_PREFIX + record_id):
-            item = {_text(k): _text(v) for k, v in fields.items()}
-            item["id"] = _text(entry_id)
+        out = []
+        for raw in self.redis.lrange(trail_key(record_id), 0, -1):
+            item = json.loads(raw)
             item["at"] = float(item["at"])
             out.append(item)
         return out
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -78,6 +78,7 @@ class ForwarderConfig:
     reconnect_base_seconds: float = 0.5
     max_delivery_attempts: int = 10
     retention_seconds: float = 86_400.0
+    confirmed_retention_seconds: int = 3600
     # A forwarder whose alive key is older than this is presumed dead and its claims returned.
     alive_ttl_seconds: float = 10.0
     # How often the alive key is refreshed and dead forwarders' claims are looked for.
@@ -99,6 +100,7 @@ class ForwarderConfig:
             reconnect_max_seconds=settings.tak_reconnect_max_seconds,
             max_delivery_attempts=settings.max_delivery_attempts,
             retention_seconds=float(settings.retention_seconds),
+            confirmed_retention_seconds=settings.confirmed_retention_seconds,
             disconnect_alert_seconds=settings.tak_disconnect_alert_seconds,
             audit_max_len=settings.audit_max_len,
         )
@@ -479,8 +481,13 @@ class Forwarder:
         record_ids = batch.record_ids
         with self.redis.pipeline(transaction=True) as pipe:
             if self.connection.confirms:
-                self.records.mark(pipe, record_ids, DeliveryState.CONFIRMED, now=done_at)
-                self.audit.append_batch(pipe, AuditEvent.CONFIRMED, record_ids, now=done_at)
+                keep = self.config.confirmed_retention_seconds
+                self.records.mark(
+                    pipe, record_ids, DeliveryState.CONFIRMED, now=done_at, ttl_seconds=keep
+                )
+                self.audit.append_batch(
+                    pipe, AuditEvent.CONFIRMED, record_ids, now=done_at, ttl_seconds=keep
+                )
             self.ledger.release_delivered(pipe, batch.job_ids)
             pipe.execute()
         self.metrics.batch_size.observe(len(record_ids))

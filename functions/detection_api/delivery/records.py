@@ -104,18 +104,20 @@ class RecordStore:
         count_attempt: bool = False,
         error: str | None = None,
         now: float | None = None,
+        ttl_seconds: int | None = None,
     ) -> None:
         """Move records to a delivery state (only records that still exist: HSET on an expired
         record would resurrect it without its TTL, so the update is guarded by a Lua check)."""
         if not record_ids:
             return
         stamp = repr(time.time() if now is None else now)
-        args = [state.value, stamp, "1" if count_attempt else "0", error or ""]
+        args = [state.value, stamp, "1" if count_attempt else "0", error or "", ttl_seconds or ""]
         # One script call per batch (not per record): the forwarder marks thousands per second.
         self._mark_script(keys=[record_key(r) for r in record_ids], args=args, client=pipe)
 
 
-# KEYS: records; ARGV: state, now, count_attempt (0/1), error ('' = keep). Returns how many existed.
+# KEYS: records; ARGV: state, now, count_attempt (0/1), error ('' = keep), new TTL ('' = keep).
+# Returns how many existed.
 _MARK_SCRIPT = """
 local marked = 0
 for _, key in ipairs(KEYS) do
@@ -125,6 +127,7 @@ for _, key in ipairs(KEYS) do
     if ARGV[1] == 'sent' then redis.call('HSETNX', key, 'first_sent_at', ARGV[2]) end
     if ARGV[3] == '1' then redis.call('HINCRBY', key, 'attempts', 1) end
     if ARGV[4] ~= '' then redis.call('HSET', key, 'last_error', ARGV[4]) end
+    if ARGV[5] ~= '' then redis.call('EXPIRE', key, ARGV[5]) end
     marked = marked + 1
   end
 end
