@@ -143,5 +143,5 @@ def run() -> list[Row]:
             baseline,
         ),
         Row(f"accept-to-confirm p99 at {RATE}/s", p99, "ms", rtt, baseline),
-        Row("forwarder peak RSS under load", peak_rss, "MiB"),
+        Row("forwarder peak resident memory (PSS)", peak_rss, "MiB"),
     ]

@@ -174,5 +174,5 @@ def run() -> list[Row]:
             statistics.median(b / s for b, s in zip(batch_rate, single_rate, strict=True)),
         ),
         Row("cold start to first 201", cold, "s"),
-        Row("function RSS after load", function_rss, "MiB"),
+        Row("function resident memory (PSS) after load", function_rss, "MiB"),
     ]

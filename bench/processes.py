@@ -24,20 +24,22 @@ JWT_SECRET = secrets.token_urlsafe(32)  # per run; never stored
 
 
 def rss_mib(pid: int) -> float:
-    """Resident memory of a process and its children (gunicorn master + worker), MiB."""
-    total = 0
+    """Resident memory of a process and its children (gunicorn master + worker), MiB, as a
+    container counts it: the proportional set size (PSS), so pages the forked worker shares with
+    its master are counted once, not twice as a sum of RSS would."""
+    total_kib = 0
     pids = [pid]
     children = Path(f"/proc/{pid}/task/{pid}/children")
     if children.exists():
         pids += [int(p) for p in children.read_text().split()]
     for p in pids:
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total_kib += int(line.split()[1])
         except OSError:
             continue
-    return total / 1024
+    return total_kib / 1024
 
 
 class Processes:
