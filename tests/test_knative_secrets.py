@@ -14,7 +14,7 @@ import yaml
 from support import k8s_render as k8s
 
 TEMPLATES = k8s.KNATIVE / "secret-templates"
-DEPLOYMENT_DOC = k8s.REPO / "docs" / "deployment.md"
+README = k8s.REPO / "README.md"
 # The names of the original deployment guide, plus Redis's.
 GUIDE_SECRETS = {"tak-server-credentials", "jwt-keys", "discord-webhook", "redis-credentials"}
 PRIVATE_MATERIAL = re.compile(r"-----BEGIN [A-Z ]*(PRIVATE KEY|CERTIFICATE)-----")
@@ -85,7 +85,7 @@ def test_every_template_key_is_used_somewhere() -> None:
 
 def documented_create_commands() -> dict[str, set[str]]:
     """`kubectl create secret generic NAME --from-literal=K=.. --from-file=K=..` in the docs."""
-    text = DEPLOYMENT_DOC.read_text().replace("\\\n", " ")
+    text = k8s.readme_section("Deployment on Knative").replace("\\\n", " ")
     commands: dict[str, set[str]] = {}
     for line in text.splitlines():
         if "kubectl create secret generic" not in line:
@@ -111,7 +111,7 @@ def committed_files() -> list[Path]:
         *files,
         k8s.REPO / "func.yaml",
         k8s.REPO / "Procfile",
-        DEPLOYMENT_DOC,
+        README,
         k8s.REPO / "deploy.mk",
     ]
 

@@ -13,7 +13,7 @@ import yaml
 from support import capacity as cap
 from support import k8s_render as k8s
 
-DOC = k8s.REPO / "docs" / "production.md"
+DOC_TEXT = k8s.readme_section("Production readiness")
 RESTORE_JOB = k8s.KNATIVE / "components" / "backup" / "restore" / "job.yaml"
 # cert-manager's defaults for its ACME HTTP-01 solver pod (--acme-http01-solver-resource-*).
 ACME_SOLVER = cap.Resources(10, 64 * 2**20, 100, 64 * 2**20)
@@ -159,7 +159,7 @@ def test_quota_forbids_node_ports_so_the_acme_solver_must_use_cluster_ip() -> No
 
 
 def test_the_doc_shows_the_arithmetic_and_the_quota() -> None:
-    text = DOC.read_text()
+    text = DOC_TEXT
     section = text[text.index("### Quotas") :]
     section = section[: section.index("\n### ", 4)]
     need = worst(prod_with_keda())
