@@ -219,9 +219,8 @@ def _schemas() -> dict[str, Any]:
     }
     schemas["AuditEntry"] = {
         "type": "object",
-        "required": ["id", "event", "at"],
+        "required": ["event", "at"],
         "properties": {
-            "id": {"type": "string", "description": "Redis stream entry id"},
             "event": {"type": "string", "enum": [e.value for e in AuditEvent]},
             "at": {"type": "number", "description": "Unix time, seconds"},
             "record_id": text,
