@@ -51,6 +51,13 @@ FUNC_SCHEMA = closed(
     deploy=closed(
         namespace=STR,
         serviceAccountName=STR,
+        labels=array(
+            closed(
+                ("key",),
+                key={"type": "string", "pattern": r"^([a-z0-9.-]+/)?[A-Za-z0-9][-A-Za-z0-9_.]*$"},
+                value={"type": "string", "pattern": r"^([A-Za-z0-9][-A-Za-z0-9_.]*[A-Za-z0-9])?$"},
+            )
+        ),
         healthEndpoints=closed(liveness=STR, readiness=STR),
         options=closed(
             scale=closed(
@@ -218,3 +225,11 @@ def test_procfile_worker_is_the_forwarder_verb() -> None:
     parsed = cli.build_parser().parse_args(args)
     module = f"detection_api.commands.{cli._VERB_MODULES[parsed.verb]}"
     assert importlib.util.find_spec(module) is not None, module
+
+
+def test_func_yaml_is_cluster_local_like_the_knative_service() -> None:
+    labels = {item["key"]: item.get("value") for item in func_yaml()["deploy"]["labels"]}
+    service_labels = function()["metadata"].get("labels", {})
+    key = "networking.knative.dev/visibility"
+    assert labels[key] == service_labels[key] == "cluster-local"
+
