@@ -28,7 +28,6 @@ from detection_api.app.openapi import openapi_document
 from detection_api.app.problems import PROBLEM_MEDIA_TYPE, Problem, redis_unavailable
 from detection_api.app.security import install_auth, install_cors_and_headers, install_rate_limits
 from detection_api.cot import DEFAULT_TYPE_MAP
-from detection_api.delivery.records import RecordStore
 from detection_api.logs import configure_logging
 from detection_api.settings import Settings, get_settings
 
@@ -60,7 +59,6 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     registry.register(QueueDepthCollector(lambda: redis))
     metrics = FunctionMetrics(registry, DEFAULT_TYPE_MAP.keys())
     ingestor = Ingestor(settings, redis)
-    records = RecordStore(redis, settings.retention_seconds)
 
     # -- cross-cutting ----------------------------------------------------------------------------
 
@@ -213,7 +211,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         return response
 
     def existing_record(record_id: str) -> dict[str, Any]:
-        record = records.get(record_id) if _plausible_id(record_id) else None
+        record = ingestor.records.get(record_id) if _plausible_id(record_id) else None
         if record is None:
             raise Problem(404, "not_found", "Not found", "no detection with that id")
         return record
