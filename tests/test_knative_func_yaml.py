@@ -232,4 +232,3 @@ def test_func_yaml_is_cluster_local_like_the_knative_service() -> None:
     service_labels = function()["metadata"].get("labels", {})
     key = "networking.knative.dev/visibility"
     assert labels[key] == service_labels[key] == "cluster-local"
-
