@@ -332,7 +332,8 @@ def test_udp_is_best_effort_and_says_so(
     uids = {d.split(b'uid="', 1)[1].split(b'"', 1)[0].decode() for d in datagrams}
     assert uids == {i.uid for i in items}  # one event per datagram
     wait_until(lambda: states(redis, items) == {"sent": 50}, 10, what="records sent")
-    assert worker.delivered("sent_unconfirmed") == 50
+    # The counter is incremented after the records are written: wait for it, never read it once.
+    wait_until(lambda: worker.delivered("sent_unconfirmed") == 50, 10, what="the sent counter")
     assert worker.delivered("confirmed") == 0
     assert "best effort" in worker.log()
 
@@ -371,7 +372,7 @@ def test_tls_failures_are_reported_and_nothing_is_delivered(
     assert states(redis, items) == {"queued": 5}
     assert attempts(redis, items) == {0: 5}
     assert redis.llen("rq:queue:tak") == 5  # paused: nothing claimed while the server is down
-    assert worker.metric("detection_api_tak_connected") == 0
+    wait_until(lambda: worker.metric("detection_api_tak_connected") == 0, 10, what="disconnected")
     assert worker.delivered("confirmed") == 0
 
 
@@ -404,9 +405,10 @@ def test_newer_payload_version_is_dead_lettered_with_its_reason(
     assert record is not None
     assert record["state"] == "dead"
     assert "newer than this forwarder supports" in record["last_error"]
-    assert worker.metric("detection_api_dead_letters_waiting") == 2
-    assert worker.metric("detection_api_dead_letters_total") == 2
-    assert worker.delivered("dead") == 2
+    # Metrics follow the Redis writes: wait for them rather than read them once.
+    wait_until(lambda: worker.metric("detection_api_dead_letters_waiting") == 2, 10, what="gauge")
+    wait_until(lambda: worker.metric("detection_api_dead_letters_total") == 2, 10, what="total")
+    wait_until(lambda: worker.delivered("dead") == 2, 10, what="dead deliveries")
 
 
 def test_mixed_revisions_previous_and_current_payloads_are_both_delivered(

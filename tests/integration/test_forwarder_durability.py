@@ -132,7 +132,7 @@ def test_tak_server_outage_pauses_without_burning_attempts(
         lambda: worker.log().count("unavailable [") >= 4, 30, what="several failed reconnects"
     )
     during = enqueue(redis, 500, prefix="during")  # accepted while the server is down
-    assert worker.metric("detection_api_tak_connected") == 0
+    wait_until(lambda: worker.metric("detection_api_tak_connected") == 0, 10, what="disconnected")
     assert attempts(redis, before + during) == {0: 3500}
 
     taky_tls.start()  # same port
@@ -146,7 +146,9 @@ def test_tak_server_outage_pauses_without_burning_attempts(
     wait_all_confirmed(redis, items, 30)
     assert attempts(redis, items) == {0: 3500}, "an outage must not count as an attempt"
     assert len(FailedJobRegistry("tak", connection=redis, serializer=JSONSerializer)) == 0
-    assert worker.metric("detection_api_tak_reconnects_total") >= 1
+    wait_until(
+        lambda: worker.metric("detection_api_tak_reconnects_total") >= 1, 10, what="reconnects"
+    )
     assert worker.delivered("dead") == 0
     counts = tak_subscriber.uid_counts() + after.uid_counts()
     report(counts, items, "taky outage")

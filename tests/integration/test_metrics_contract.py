@@ -6,6 +6,7 @@ for) with sane values after real traffic, and every probe path in the rendered b
 from __future__ import annotations
 
 import http.client
+import time
 
 from http_client import post_json, request
 from product import start_forwarder, start_function
@@ -52,7 +53,19 @@ def test_exported_metrics_and_probe_paths(redis_server, taky_tls, start_process)
     _wait_confirmed(url, ids)
 
     function = scrape(port)
-    forwarder = scrape(metrics_port)
+    # The forwarder counts a confirmation after it has written it to Redis: scrape until the
+    # counters have caught up with the records (bounded), never once.
+    deadline = time.monotonic() + 15
+    while True:
+        forwarder = scrape(metrics_port)
+        confirmed = [
+            v
+            for s, lab, v in forwarder.get("detection_api_deliveries", [])
+            if s == "detection_api_deliveries_total" and lab.get("outcome") == "confirmed"
+        ]
+        if sum(confirmed) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     for exported, expected in ((function, FUNCTION_METRICS), (forwarder, FORWARDER_METRICS)):
         missing = [n for n, k in expected.items() if family_name(n, k) not in exported]
         assert not missing, f"not exported: {missing}"
