@@ -201,3 +201,30 @@ def test_every_bundle_that_trusts_cluster_events_is_cluster_local(name: str) -> 
     config = k8s.find(objs, "ConfigMap", "detection-api-config")
     if config["data"].get("AUTH_TRUST_CLUSTER_EVENTS", "false").lower() == "true":
         assert service["metadata"]["labels"][VISIBILITY] == "cluster-local"
+
+
+@pytest.mark.parametrize("name", WITH_HTTPS)
+def test_the_public_host_is_claimed_for_the_namespace(name: str) -> None:
+    """Without a ClusterDomainClaim for its host (or autocreate-cluster-domain-claims, off by
+    default) the DomainMapping is DomainClaimNotOwned and never Ready."""
+    objs = k8s.bundle(name)
+    (mapping,) = domain_mappings(objs)
+    claims = [o for o in objs if o["kind"] == "ClusterDomainClaim"]
+    assert claim_problems(mapping, claims) == []
+    assert shape_errors(claims[0]) == []
+
+
+def claim_problems(mapping: dict[str, Any], claims: list[dict[str, Any]]) -> list[str]:
+    host, namespace = mapping["metadata"]["name"], mapping["metadata"]["namespace"]
+    owners = [c["spec"]["namespace"] for c in claims if c["metadata"]["name"] == host]
+    if owners != [namespace]:
+        return [f"{host} is claimed for {owners}, not [{namespace!r}]"]
+    return []
+
+
+def test_claim_check_catches_a_renamed_host() -> None:
+    objs = copy.deepcopy(k8s.bundle("prod"))
+    (mapping,) = domain_mappings(objs)
+    claims = [o for o in objs if o["kind"] == "ClusterDomainClaim"]
+    mapping["metadata"]["name"] = "api.example.org"
+    assert claim_problems(mapping, claims)
