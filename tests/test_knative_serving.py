@@ -81,6 +81,8 @@ def test_function_scales_to_zero_on_concurrency() -> None:
     env = k8s.env_vars(spec["containers"][0])
     assert int(env["CLOUD_RUN_TIMEOUT_SECONDS"]["value"]) > spec["timeoutSeconds"]
     assert env["WORKERS"]["value"] == "1"  # one process per pod; Knative scales pods
+    # One gunicorn thread per request queue-proxy admits: none waits unseen inside gunicorn.
+    assert int(env["THREADS"]["value"]) == concurrency
 
 
 @pytest.mark.parametrize(
