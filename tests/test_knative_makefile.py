@@ -125,8 +125,17 @@ def revision_of(service: dict[str, Any]) -> str:
     return str(service["spec"]["template"]["metadata"]["name"])
 
 
-def test_deploy_builds_with_the_named_builder_and_publishes(tmp_path: Path) -> None:
-    result = make("deploy", tmp_path, "DRY_RUN=1", "VERSION=v1.2.0", "IMAGE=ghcr.io/acme/da")
+def test_deploy_builds_with_the_named_builder_and_publishes(
+    tmp_path: Path, deploy_dir: str
+) -> None:
+    result = make(
+        "deploy",
+        tmp_path,
+        "DRY_RUN=1",
+        "VERSION=v1.2.0",
+        "IMAGE=ghcr.io/acme/da",
+        env={"DEPLOY_DIR": deploy_dir},
+    )
     (build,) = [c for c in commands(result) if c.startswith("pack ")]
     assert build == (
         "pack build ghcr.io/acme/da:v1.2.0"
