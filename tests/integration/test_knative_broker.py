@@ -44,7 +44,8 @@ def prod(redis_server, start_process) -> dict[str, Any]:
     port = free_port()
     env = {
         **container_environment(objs, container, secrets),
-        **knative_environment(service, template["metadata"]["name"]),
+        # Unreleased, the template names no revision: Knative names the first one -00001.
+        **knative_environment(service, template["metadata"].get("name", "detection-api-00001")),
         "PORT": str(port),
     }
     start_process(
