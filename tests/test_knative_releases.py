@@ -255,3 +255,22 @@ def test_dry_run_changes_nothing_in_the_cluster(cluster: Cluster) -> None:
         check=False,
     )
     assert refused.returncode == 3
+
+
+@pytest.mark.parametrize("target", ["canary", "promote", "rollback"])
+def test_traffic_targets_refuse_a_flagger_overlay(cluster: Cluster, target: str) -> None:
+    """With Flagger the traffic is Flagger's: pinning it by hand would fight its analysis."""
+    result = subprocess.run(
+        [
+            *("make", "--no-print-directory", "-f", "deploy.mk", target, "DRY_RUN=1"),
+            *("OVERLAY=knative/overlays/prod-flagger", f"IMAGE_REF={image(1)}"),
+        ],
+        cwd=k8s.REPO,
+        env={**os.environ, "PATH": cluster.path, "DEPLOY_DIR": cluster.deploy_dir},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "gives the traffic to Flagger" in result.stderr
