@@ -58,6 +58,12 @@ FUNC_SCHEMA = closed(
                 value={"type": "string", "pattern": r"^([A-Za-z0-9][-A-Za-z0-9_.]*[A-Za-z0-9])?$"},
             )
         ),
+        # func copies these onto the Service too, where Knative refuses autoscaling.knative.dev/*.
+        annotations={
+            "type": "object",
+            "propertyNames": {"not": {"pattern": "^autoscaling\\.knative\\.dev/"}},
+            "additionalProperties": STR,
+        },
         healthEndpoints=closed(liveness=STR, readiness=STR),
         options=closed(
             scale=closed(
@@ -178,10 +184,54 @@ def test_func_yaml_mounts_tmp_like_the_knative_service() -> None:
         assert volume["emptyDir"] == mounts[path]["emptyDir"]
 
 
-def test_func_yaml_subscribes_like_the_trigger() -> None:
-    trigger = k8s.find(k8s.bundle("prod"), "Trigger", "detection-created")["spec"]
-    (subscription,) = func_yaml()["deploy"]["subscriptions"]
-    assert subscription == {"source": trigger["broker"], "filters": trigger["filter"]["attributes"]}
+def func_overlay() -> list[dict[str, Any]]:
+    return k8s.render(k8s.KNATIVE / "overlays" / "func")
+
+
+def test_the_func_overlay_is_prod_without_the_function_service() -> None:
+    """func creates the Knative Service; everything else, the Trigger included, is prod's."""
+    prod, func = k8s.bundle("prod"), func_overlay()
+    assert not [o for o in func if (o["apiVersion"], o["kind"]) == k8s.KNATIVE_SERVICE]
+    assert [o for o in prod if o not in func] == [k8s.function_service(prod)]
+
+
+def test_func_yaml_subscribes_through_the_overlays_trigger() -> None:
+    """func's own Trigger has no retries and no dead-letter sink and would deliver every event a
+    second time: func.yaml declares none, and the overlay's Trigger names the Service func makes."""
+    assert "subscriptions" not in func_yaml()["deploy"]
+    trigger = k8s.find(func_overlay(), "Trigger", "detection-created")["spec"]
+    assert trigger["subscriber"]["ref"]["name"] == func_yaml()["name"]
+    assert trigger["delivery"]["retry"] > 0
+    assert trigger["delivery"]["deadLetterSink"]["uri"] == "/dead-letters"
+
+
+def test_func_yaml_labels_and_annotations_keep_the_policies_and_quota_working() -> None:
+    """func replaces the revision template's labels and annotations with func.yaml's: the pods
+    must keep every label the NetworkPolicies select them by, and queue-proxy's resources."""
+    labels = {item["key"]: item.get("value") for item in func_yaml()["deploy"]["labels"]}
+    template = function()["spec"]["template"]["metadata"]
+    assert template["labels"].items() <= labels.items()
+    for policy in k8s.of_kind(func_overlay(), "networking.k8s.io/v1", "NetworkPolicy"):
+        selector = policy["spec"]["podSelector"]
+        wanted = selector.get("matchLabels", {})
+        if wanted and wanted.get("app.kubernetes.io/name") == "detection-api":
+            assert wanted.items() <= labels.items(), policy["metadata"]["name"]
+    queue_proxy = {
+        k: v for k, v in template["annotations"].items() if k.startswith("queue.sidecar.")
+    }
+    assert queue_proxy
+    assert func_yaml()["deploy"]["annotations"] == queue_proxy
+
+
+def test_the_readme_gives_working_func_commands() -> None:
+    """func refuses `--image <digest>` with its default --push=true."""
+    text = k8s.readme_section("Deployment on Knative")
+    commands = [line for line in text.splitlines() if "func deploy" in line]
+    assert commands
+    for line in commands:
+        if "@sha256:" in line:
+            assert "--push=false" in line and "--build=false" in line, line
+    assert "kubectl apply -k knative/overlays/func" in text
 
 
 def test_func_yaml_builds_like_make_build() -> None:

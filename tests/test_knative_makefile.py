@@ -6,7 +6,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import json
 import os
+import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -14,6 +17,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,12 +88,13 @@ def commands(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_every_target_prints_its_commands_and_runs_nothing(target: str, tmp_path: Path) -> None:
-    result = make(target, tmp_path, "DRY_RUN=1", "VERSION=v1.2.0")
+def test_every_target_prints_its_commands_and_runs_nothing(
+    target: str, tmp_path: Path, deploy_dir: str
+) -> None:
+    result = make(target, tmp_path, "DRY_RUN=1", "VERSION=v1.2.0", env={"DEPLOY_DIR": deploy_dir})
     printed = commands(result)
     assert printed
     assert all(c.split()[0] in {"pack", "kubectl", "kn"} for c in printed), printed
-    assert not (k8s.REPO / ".deploy" / "prod" / "bundle.yaml").exists() or target != "deploy"
 
 
 def test_deploy_dry_run_prints_the_exact_commands(tmp_path: Path, deploy_dir: str) -> None:
@@ -111,11 +116,26 @@ def test_deploy_dry_run_prints_the_exact_commands(tmp_path: Path, deploy_dir: st
         f"kubectl get services.serving.knative.dev/detection-api {NS}",
     ]
     assert f"+ write {release}/kustomization.yaml:" in result.stdout
-    assert not (k8s.REPO / release).exists()  # DRY_RUN writes nothing
+    # DRY_RUN renders locally (the plan is exact) and changes nothing in a cluster.
+    service = k8s.function_service(k8s.parse((k8s.REPO / release / "bundle.yaml").read_text()))
+    assert re.fullmatch(r"detection-api-v1-2-0-[0-9a-f]{10}", revision_of(service))
 
 
-def test_deploy_builds_with_the_named_builder_and_publishes(tmp_path: Path) -> None:
-    result = make("deploy", tmp_path, "DRY_RUN=1", "VERSION=v1.2.0", "IMAGE=ghcr.io/acme/da")
+def revision_of(service: dict[str, Any]) -> str:
+    return str(service["spec"]["template"]["metadata"]["name"])
+
+
+def test_deploy_builds_with_the_named_builder_and_publishes(
+    tmp_path: Path, deploy_dir: str
+) -> None:
+    result = make(
+        "deploy",
+        tmp_path,
+        "DRY_RUN=1",
+        "VERSION=v1.2.0",
+        "IMAGE=ghcr.io/acme/da",
+        env={"DEPLOY_DIR": deploy_dir},
+    )
     (build,) = [c for c in commands(result) if c.startswith("pack ")]
     assert build == (
         "pack build ghcr.io/acme/da:v1.2.0"
@@ -125,16 +145,32 @@ def test_deploy_builds_with_the_named_builder_and_publishes(tmp_path: Path) -> N
     )
 
 
-def test_canary_tags_a_new_revision_and_splits_traffic(tmp_path: Path) -> None:
+def test_canary_tags_a_new_revision_and_splits_traffic(tmp_path: Path, deploy_dir: str) -> None:
     result = make(
-        "canary", tmp_path, "DRY_RUN=1", "VERSION=v1.3.0", "PERCENT=25", f"IMAGE_REF={IMAGE_REF}"
+        "canary",
+        tmp_path,
+        "DRY_RUN=1",
+        "VERSION=v1.3.0",
+        "PERCENT=25",
+        f"IMAGE_REF={IMAGE_REF}",
+        env={"DEPLOY_DIR": deploy_dir},
     )
+    release = f"{deploy_dir}/prod-canary"
     assert commands(result) == [
-        f"kn service update detection-api {NS} --image {IMAGE_REF} "
-        "--revision-name detection-api-v1-3-0",
-        f"kn service update detection-api {NS} --untag candidate "
-        "--tag detection-api-v1-3-0=candidate --traffic current=75 --traffic candidate=25",
-        f"kn revision list -s detection-api {NS}",
+        f"kubectl get services.serving.knative.dev/detection-api {NS} "
+        """-o 'jsonpath={.status.traffic[?(@.tag=="current")].revisionName}'""",
+        f"kubectl kustomize {release} -o {release}/bundle.yaml",
+        f"kubectl apply -f {release}/service.yaml",
+        f"kubectl wait --for=condition=Ready services.serving.knative.dev/detection-api {NS} "
+        "--timeout=300s",
+        f"kubectl get services.serving.knative.dev/detection-api {NS}",
+    ]
+    (service,) = k8s.parse((k8s.REPO / release / "service.yaml").read_text())
+    revision = revision_of(service)
+    assert re.fullmatch(r"detection-api-v1-3-0-[0-9a-f]{10}", revision)
+    assert service["spec"]["traffic"] == [
+        {"revisionName": "detection-api-tagged-current", "tag": "current", "percent": 75},
+        {"revisionName": revision, "tag": "candidate", "percent": 25},
     ]
 
 
@@ -147,21 +183,32 @@ def test_canary_refuses_a_meaningless_split(percent: str, tmp_path: Path) -> Non
     assert "PERCENT must be 1..99" in result.stderr
 
 
+def patch_of(command: str) -> list[dict[str, Any]]:
+    assert command.startswith(f"kubectl patch services.serving.knative.dev/detection-api {NS} ")
+    words = shlex.split(command)
+    return list(json.loads(words[words.index("-p") + 1])["spec"]["traffic"])
+
+
 def test_promote_and_rollback_move_the_tags(tmp_path: Path) -> None:
     promote = commands(
-        make("promote", tmp_path / "p", "DRY_RUN=1", "REVISION=detection-api-v1-3-0")
+        make("promote", tmp_path / "p", "DRY_RUN=1", "REVISION=detection-api-v1-3-0-abc")
     )
-    assert promote[0] == (
-        f"kn service update detection-api {NS} --untag current --untag candidate "
-        "--tag detection-api-v1-3-0=current --tag @latest=candidate --traffic current=100"
-    )
+    assert patch_of(promote[0]) == [
+        {"revisionName": "detection-api-v1-3-0-abc", "tag": "current", "percent": 100},
+        {"latestRevision": True, "tag": "candidate", "percent": 0},
+    ]
     rollback = commands(make("rollback", tmp_path / "r", "DRY_RUN=1"))
-    assert rollback[0] == f"kn service update detection-api {NS} --traffic current=100"
-    back = commands(make("rollback", tmp_path / "b", "DRY_RUN=1", "REVISION=detection-api-v1-2-0"))
-    assert back[0] == (
-        f"kn service update detection-api {NS} --untag current "
-        "--tag detection-api-v1-2-0=current --traffic current=100"
+    assert patch_of(rollback[2]) == [
+        {"revisionName": "detection-api-tagged-current", "tag": "current", "percent": 100},
+        {"revisionName": "detection-api-tagged-candidate", "tag": "candidate", "percent": 0},
+    ]
+    back = commands(
+        make("rollback", tmp_path / "b", "DRY_RUN=1", "REVISION=detection-api-v1-2-0-abc")
     )
+    assert patch_of(back[0]) == [
+        {"revisionName": "detection-api-v1-2-0-abc", "tag": "current", "percent": 100},
+        {"latestRevision": True, "tag": "candidate", "percent": 0},
+    ]
 
 
 def test_promote_looks_up_the_candidate_when_not_given(tmp_path: Path) -> None:
@@ -205,9 +252,9 @@ def test_render_prints_the_overlay(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("version", "revision"),
     [
-        ("v1.2.0", "detection-api-v1-2-0"),
-        ("V2.0.0+build/7_rc", "detection-api-v2-0-0-build-7-rc"),
-        ("1" * 80, "detection-api-" + "1" * 49),
+        ("v1.2.0", "detection-api-v1-2-0-"),
+        ("V2.0.0+build/7_rc", "detection-api-v2-0-0-build-7-rc-"),
+        ("1" * 80, "detection-api-" + "1" * 38 + "-"),
     ],
 )
 def test_render_of_a_release_pins_the_image_and_names_the_revision(
@@ -225,12 +272,15 @@ def test_render_of_a_release_pins_the_image_and_names_the_revision(
     forwarder = k8s.find(objs, "Deployment", "tak-forwarder")
     assert service["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE_REF
     assert forwarder["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE_REF
-    assert service["spec"]["template"]["metadata"]["name"] == revision
+    name = revision_of(service)
+    assert re.fullmatch(re.escape(revision) + "[0-9a-f]{10}", name)
+    assert len(name) <= 63
     assert service["spec"]["traffic"] == [
-        {"revisionName": revision, "tag": "current", "percent": 100},
+        {"revisionName": name, "tag": "current", "percent": 100},
         {"latestRevision": True, "tag": "candidate", "percent": 0},
     ]
-    assert knative_service_problems(service) == versioned_service_problems(service) == []
+    assert knative_service_problems(service) == []
+    assert versioned_service_problems(service, released=True) == []
     # The version label goes on objects, not pod templates: a release must not restart Redis.
     redis = k8s.find(objs, "StatefulSet", "redis")
     assert "app.kubernetes.io/version" in redis["metadata"]["labels"]
@@ -255,14 +305,16 @@ def test_what_is_printed_is_what_runs(tmp_path: Path, deploy_dir: str) -> None:
     write_stub(
         bin_dir,
         "kubectl",
-        f'if [ "$1" = kustomize ]; then exec {k8s.kubectl()} "$@"; fi\n' + record,
+        f'if [ "$1" = kustomize ]; then exec {k8s.kubectl()} "$@"; fi\n'
+        + record
+        + 'if [ "$1" = get ]; then echo detection-api-v9-9-9-0123456789; fi\n',
     )
     env = {**os.environ, "PATH": str(bin_dir), "DEPLOY_DIR": deploy_dir}
     printed: list[str] = []
     for target, variables in (
         ("deploy", ["VERSION=v9.9.9", "IMAGE=ghcr.io/acme/detection-api"]),
         ("canary", ["VERSION=v9.9.10", "PERCENT=5", f"IMAGE_REF={IMAGE_REF}"]),
-        ("promote", ["REVISION=detection-api-v9-9-10"]),
+        ("promote", ["REVISION=detection-api-v9-9-10-0123456789"]),
     ):
         result = subprocess.run(
             ["make", "--no-print-directory", "-f", "deploy.mk", target, *variables],
@@ -276,7 +328,8 @@ def test_what_is_printed_is_what_runs(tmp_path: Path, deploy_dir: str) -> None:
         assert result.returncode == 0, result.stderr
         printed += commands(result)
     calls = log.read_text().splitlines()
-    assert [c for c in printed if not c.startswith("kubectl kustomize")] == calls
+    ran = [" ".join(shlex.split(c)) for c in printed if not c.startswith("kubectl kustomize")]
+    assert ran == calls
     bundle = (k8s.REPO / deploy_dir / "prod" / "bundle.yaml").read_text()
     assert f"image: ghcr.io/acme/detection-api@{DIGEST}" in bundle  # the digest pack reported
     assert (k8s.REPO / deploy_dir / ".gitignore").read_text() == "*\n"

@@ -33,8 +33,9 @@ def domain_mappings(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def exposure_problems(objs: list[dict[str, Any]]) -> list[str]:
-    """Every Knative Service is cluster-local and every DomainMapping names one of them; nothing
-    trusts unauthenticated POST / when a public host exists."""
+    """Every Knative Service is cluster-local and every DomainMapping names one of them; cluster
+    events are trusted only by a cluster-local Service (a public route would let a client name
+    the cluster-local host in K-Original-Host, which queue-proxy turns into the Host)."""
     problems = []
     services = {s["metadata"]["name"]: s for s in k8s.of_kind(objs, *k8s.KNATIVE_SERVICE)}
     for name, service in services.items():
@@ -47,11 +48,13 @@ def exposure_problems(objs: list[dict[str, Any]]) -> list[str]:
             problems.append(f"DomainMapping/{mapping['metadata']['name']} targets {ref}")
         if "tls" in mapping["spec"]:
             problems.append("the DomainMapping brings its own secret: no automatic renewal")
+    function = services.get(k8s.FUNCTION_SERVICE_NAME, {})
+    public = function.get("metadata", {}).get("labels", {}).get(VISIBILITY) != "cluster-local"
     for obj in objs:
         data = obj.get("data", {}) if obj["kind"] == "ConfigMap" else {}
-        if data.get("AUTH_TRUST_CLUSTER_EVENTS", "false").lower() == "true":
+        if public and data.get("AUTH_TRUST_CLUSTER_EVENTS", "false").lower() == "true":
             problems.append(
-                "AUTH_TRUST_CLUSTER_EVENTS=true: the public host accepts POST / without a token"
+                "AUTH_TRUST_CLUSTER_EVENTS=true on a public Service: clients can pose as the Broker"
             )
     return problems
 
@@ -173,7 +176,7 @@ def test_exposure_checks_catch_a_public_service_and_a_trusting_config() -> None:
     objs = copy.deepcopy(k8s.bundle("prod"))
     k8s.function_service(objs)["metadata"]["labels"].pop(VISIBILITY)
     config = k8s.find(objs, "ConfigMap", "detection-api-config")
-    config["data"]["AUTH_TRUST_CLUSTER_EVENTS"] = "true"
+    assert config["data"]["AUTH_TRUST_CLUSTER_EVENTS"] == "true"
     (mapping,) = domain_mappings(objs)
     mapping["spec"]["ref"]["name"] = "elsewhere"
     problems = exposure_problems(objs)
@@ -189,3 +192,39 @@ def test_domain_mapping_shape_rejects_a_misplaced_field() -> None:
     errors = shape_errors(mapping)
     assert any("port" in e for e in errors)
     assert any("metadata.name" in e for e in errors)
+
+
+@pytest.mark.parametrize("name", k8s.BUNDLE_NAMES)
+def test_every_bundle_that_trusts_cluster_events_is_cluster_local(name: str) -> None:
+    objs = k8s.bundle(name)
+    service = k8s.function_service(objs)
+    config = k8s.find(objs, "ConfigMap", "detection-api-config")
+    if config["data"].get("AUTH_TRUST_CLUSTER_EVENTS", "false").lower() == "true":
+        assert service["metadata"]["labels"][VISIBILITY] == "cluster-local"
+
+
+@pytest.mark.parametrize("name", WITH_HTTPS)
+def test_the_public_host_is_claimed_for_the_namespace(name: str) -> None:
+    """Without a ClusterDomainClaim for its host (or autocreate-cluster-domain-claims, off by
+    default) the DomainMapping is DomainClaimNotOwned and never Ready."""
+    objs = k8s.bundle(name)
+    (mapping,) = domain_mappings(objs)
+    claims = [o for o in objs if o["kind"] == "ClusterDomainClaim"]
+    assert claim_problems(mapping, claims) == []
+    assert shape_errors(claims[0]) == []
+
+
+def claim_problems(mapping: dict[str, Any], claims: list[dict[str, Any]]) -> list[str]:
+    host, namespace = mapping["metadata"]["name"], mapping["metadata"]["namespace"]
+    owners = [c["spec"]["namespace"] for c in claims if c["metadata"]["name"] == host]
+    if owners != [namespace]:
+        return [f"{host} is claimed for {owners}, not [{namespace!r}]"]
+    return []
+
+
+def test_claim_check_catches_a_renamed_host() -> None:
+    objs = copy.deepcopy(k8s.bundle("prod"))
+    (mapping,) = domain_mappings(objs)
+    claims = [o for o in objs if o["kind"] == "ClusterDomainClaim"]
+    mapping["metadata"]["name"] = "api.example.org"
+    assert claim_problems(mapping, claims)

@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     confirmed_retention_seconds: int = Field(default=3600, ge=60)
     max_image_bytes: int = Field(default=262_144, ge=0)
 
+    # --- cluster path (Knative deployment) -----------------------------------------------------
+    # The cluster's DNS domain: with AUTH_TRUST_CLUSTER_EVENTS, event paths reached through
+    # <service>.<namespace>.svc[.<CLUSTER_DOMAIN>] are Broker deliveries (app/cluster_events.py).
+    cluster_domain: str = "cluster.local"
+
     @field_validator("tak_url")
     @classmethod
     def _tak_url_scheme(cls, value: str) -> str:

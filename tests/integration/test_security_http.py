@@ -102,7 +102,10 @@ def test_cluster_trust_lets_broker_events_in_without_a_token(secured):
 
     url = secured(AUTH_TRUST_CLUSTER_EVENTS="true")
     headers, body = to_binary(event(detection(), event_id="trusted"))
-    assert request(url, "POST", "/", body, dict(headers)).status == 200
+    # Trusted only on the Service's cluster-local address (app/cluster_events.py).
+    cluster = {**dict(headers), "Host": "detection-api.detection-api.svc.cluster.local"}
+    assert request(url, "POST", "/", body, cluster).status == 200
+    assert request(url, "POST", "/", body, dict(headers)).status == 401
     # ...but only CloudEvents on "/": the REST API still needs a token.
     assert_problem(post_json(url, "/api/v1/detections", detection()), 401)
 

@@ -377,6 +377,18 @@ DOMAIN_MAPPING = closed(
     ),
 )
 
+# knative.dev/networking config/domain-claim.yaml: cluster-scoped, named after the host, one
+# required field. (kustomize gives it a namespace; the API server drops it.)
+CLUSTER_DOMAIN_CLAIM = closed(
+    ("apiVersion", "kind", "metadata", "spec"),
+    apiVersion={"const": "networking.internal.knative.dev/v1alpha1"},
+    kind={"const": "ClusterDomainClaim"},
+    metadata=closed(
+        ("name",), name=DNS_SUBDOMAIN, namespace=STR, labels=STR_MAP, annotations=STR_MAP
+    ),
+    spec=closed(("namespace",), namespace=DNS_LABEL),
+)
+
 # --- cert-manager -------------------------------------------------------------------------------
 
 _SECRET_KEY_SELECTOR = closed(("name",), name=DNS_LABEL, key=STR)
@@ -507,6 +519,7 @@ SHAPES: dict[tuple[str, str], Schema] = {
     ("monitoring.coreos.com/v1", "PodMonitor"): POD_MONITOR,
     ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
     ("serving.knative.dev/v1beta1", "DomainMapping"): DOMAIN_MAPPING,
+    ("networking.internal.knative.dev/v1alpha1", "ClusterDomainClaim"): CLUSTER_DOMAIN_CLAIM,
     ("cert-manager.io/v1", "ClusterIssuer"): CLUSTER_ISSUER,
     ("flagger.app/v1beta1", "Canary"): CANARY,
     ("flagger.app/v1beta1", "MetricTemplate"): METRIC_TEMPLATE,

@@ -40,7 +40,7 @@ KPA_CLASS = "kpa.autoscaling.knative.dev"
 KNATIVE_RESERVED_PORTS = frozenset({8012, 8013, 8022, 9090, 9091})
 # Environment Knative sets itself in every revision's container.
 KNATIVE_RESERVED_ENV = frozenset({"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"})
-REVISION_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+REVISION_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 # --- Knative Service ---------------------------------------------------------------------------
@@ -70,15 +70,19 @@ def traffic_problems(service: Obj) -> list[str]:
     return problems
 
 
-def revision_name_problems(service: Obj) -> list[str]:
+def revision_name_problems(service: Obj, released: bool = False) -> list[str]:
+    """Knative's rules for names a template brings (a DNS-1035 label under `<service>-`). The
+    kustomizations name none (Knative names each template); a release (`make render|deploy`)
+    names it `<service>-<version>-<hash of the template>`."""
     service_name = service["metadata"]["name"]
     prefix = f"{service_name}-"
     problems = []
-    names = [service["spec"]["template"].get("metadata", {}).get("name")]
+    template_name = service["spec"]["template"].get("metadata", {}).get("name")
+    names = [template_name] if template_name or released else []
     names += [t["revisionName"] for t in service["spec"].get("traffic", []) if "revisionName" in t]
     for name in names:
         if name is None:
-            problems.append("the revision template has no name (want <service>-<version>)")
+            problems.append("the revision template has no name (want <service>-<version>-<hash>)")
         elif not (name.startswith(prefix) and len(name) > len(prefix)):
             problems.append(f"revision name {name!r} is not {prefix}<version>")
         elif not REVISION_NAME.match(name) or len(name) > 63:
@@ -190,11 +194,12 @@ def flagger_owns_traffic(service: Obj) -> bool:
     return service["metadata"].get("labels", {}).get(TRAFFIC_OWNER_LABEL) == FLAGGER
 
 
-def versioned_service_problems(service: Obj) -> list[str]:
-    """The function's extra rules: named revisions, both probes, and an explicit traffic block
-    with the `current` and `candidate` tags; or, when Flagger owns the traffic, no traffic block
-    at all (an applied one would overwrite Flagger's split on every deploy)."""
-    problems = revision_name_problems(service)
+def versioned_service_problems(service: Obj, released: bool = False) -> list[str]:
+    """The function's extra rules: valid revision names (a release names its template), both
+    probes, and an explicit traffic block with the `current` and `candidate` tags; or, when
+    Flagger owns the traffic, no traffic block at all (an applied one would overwrite Flagger's
+    split on every deploy)."""
+    problems = revision_name_problems(service, released)
     if flagger_owns_traffic(service):
         if "traffic" in service["spec"]:
             problems.append("Flagger owns the traffic, yet the Service declares a traffic block")

@@ -17,6 +17,7 @@ from limits.storage import RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 from redis.exceptions import RedisError
 
+from detection_api.app.cluster_events import is_cluster_delivery
 from detection_api.app.problems import Problem
 from detection_api.auth import AuthError, Principal, Scope, TokenVerifier
 from detection_api.settings import Settings
@@ -65,7 +66,9 @@ def install_auth(app: Flask, settings: Settings) -> None:
             return
         header = request.headers.get("Authorization", "")
         if not header:
-            if request.path == "/" and settings.auth_trust_cluster_events:
+            if settings.auth_trust_cluster_events and is_cluster_delivery(
+                request.method, request.path, request.host, settings.cluster_domain
+            ):
                 g.principal = Principal("cluster", frozenset({Scope.WRITE.value}), "cluster-trust")
                 return
             raise _unauthorized("a bearer token is required")
