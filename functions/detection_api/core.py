@@ -27,7 +27,7 @@ from detection_api.geo.heightgrid import HeightMosaic
 from detection_api.geo.locate import locate
 from detection_api.geo.terrain import TerrainMiss
 from detection_api.geo.terrain_locate import locate_on_terrain
-from detection_api.geo.types import AltitudeReference, Geolocation, Terrain
+from detection_api.geo.types import AltitudeReference, Geolocation, InputSigmas, Terrain
 from detection_api.model import DEFAULT_MAX_IMAGE_BYTES, Detection
 from detection_api.settings import Settings
 
@@ -161,8 +161,13 @@ def geolocate(det: Detection, config: CoreConfig) -> Geolocation:
             ground_under_camera = dem.height(pose.lat_deg, pose.lon_deg)[0]
             camera_hae = ground_under_camera + meta.location_elevation
             # the camera's height now also carries the DEM's error under it
-            ground_sigmas = replace(
-                sigmas, altitude_m=math.hypot(sigmas.altitude_m, config.dem_sigma_m)
+            ground_sigmas = InputSigmas(
+                sigmas.position_m,
+                math.hypot(sigmas.altitude_m, config.dem_sigma_m),
+                sigmas.heading_deg,
+                sigmas.pitch_deg,
+                sigmas.roll_deg,
+                sigmas.pixel,
             )
         if math.isfinite(camera_hae):
             result = locate_on_terrain(

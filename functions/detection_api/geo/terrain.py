@@ -6,8 +6,9 @@ ray point's geodetic coordinates come from the closed-form ECEF -> geodetic conv
 included), the terrain height from the bilinear surface of the DEM posts.
 
 The march walks the ray's ground track through the DEM grid:
-- over a block of 16 x 16 cells whose highest post is below the ray, it jumps to where the track
-  leaves the block (the ray's height is convex in t, so it cannot dip below its tangent);
+- over a block of 16 x 16 (else 4 x 4) cells whose highest post is below the ray, it jumps to
+  where the track leaves the block or the ray comes down to that highest post, whichever is first
+  (the ray's height is convex in t: never below its tangent);
 - elsewhere it steps cell boundary to cell boundary. Along one cell the bilinear surface is a
   quadratic in t (the track is straight there to well under a millimetre), so a sign change at the
   ends, or a quadratic through the ends and the middle that dips below zero, finds every crossing,
@@ -28,17 +29,18 @@ from typing import NamedTuple
 from detection_api.geo.ellipsoid import (
     Vec3,
     ecef_to_geodetic,
-    meridian_radius_m,
-    prime_vertical_radius_m,
 )
-from detection_api.geo.heightgrid import BLOCK_POSTS, HeightMosaic
+from detection_api.geo.heightgrid import HeightGrid, HeightMosaic
 from detection_api.geo.types import GeolocationError, NoGroundIntersection
 
 RANGE_TOLERANCE_M = 1e-3
-_PAST_BOUNDARY_POSTS = 1e-6  # land this far inside the next cell so it is the one looked up
+_PAST_BOUNDARY_POSTS = 1e-3  # land this far (3 cm on 1" posts) inside the next cell or block
 _MAX_SAMPLES = 200_000
 _DEG = 180.0 / math.pi
-_RATES_VALID_M = 500.0  # the track's direction turns ~0.005 deg per km: refresh it this often
+_SAGITTA_MARGIN_M = 1e-3
+# The march takes the ray's geodetic coordinates from quadratics fitted to exact conversions
+# every _PIECE_M (the cubic term is ~1e-5 m over 5 km); the hit itself is converted exactly.
+_PIECE_M = 5_000.0
 
 
 class TerrainCrossing(NamedTuple):
@@ -66,6 +68,7 @@ class _Sample(NamedTuple):
     height_m: float  # the ray's geodetic height
     lat_rad: float
     lon_rad: float
+    cell: tuple[HeightGrid, float, float] | None  # the grid holding the point, its (row, col)
 
 
 def first_terrain_crossing(
@@ -85,7 +88,7 @@ def first_terrain_crossing(
             NoGroundIntersection.CAMERA_BELOW_GROUND,
             f"the camera is {-current.f:.2f} m below the terrain of the DEM",
         )
-    fine_step_m = 0.5 * min(e.post_spacing_m() for e in dem.extents)
+    fine_step_m = 0.5 * dem.min_post_spacing_m
     for _ in range(_MAX_SAMPLES):
         if current.t > max_range_m:
             break
@@ -97,7 +100,7 @@ def first_terrain_crossing(
             return march.miss(following)
         if following.f <= 0.0:
             return march.refine(current, following)
-        if check_inside:
+        if check_inside and march.may_dip(current, following):
             dip = march.dip_inside(current, following)
             if dip is not None:
                 return march.refine(current, dip)
@@ -116,70 +119,100 @@ class _March:
         self.origin = camera_ecef
         self.ray = unit_ray_ecef
         self.dem = dem
-        self._rates_at = -math.inf
-        self._rates = (0.0, 0.0, 0.0)
+        self._pieces: dict[int, tuple[float, ...]] = {}
 
     def sample(self, t: float) -> _Sample:
-        x0, y0, z0 = self.origin
-        dx, dy, dz = self.ray
-        lat, lon, h = ecef_to_geodetic(x0 + t * dx, y0 + t * dy, z0 + t * dz)
-        lat_deg, lon_deg = lat * _DEG, lon * _DEG
+        piece = int(t // _PIECE_M)
+        c = self._pieces.get(piece)
+        if c is None:
+            c = self._fit(piece)
+        u = t - piece * _PIECE_M
+        lat_deg = c[0] + u * (c[1] + u * c[2])
+        lon_deg = c[3] + u * (c[4] + u * c[5])
+        h = c[6] + u * (c[7] + u * c[8])
         found = self.dem.grid_at(lat_deg, lon_deg)
         if found is None:
             terrain = self.dem.height(lat_deg, lon_deg)[0]  # a seam, or no data
         else:
-            terrain = found[0].bilinear(found[1], found[2])[0]
-        return _Sample(t, h - terrain, lat_deg, lon_deg, h, lat, lon)
+            terrain = found[0].height(found[1], found[2])
+        return _Sample(t, h - terrain, lat_deg, lon_deg, h, lat_deg / _DEG, lon_deg / _DEG, found)
+
+    def _fit(self, piece: int) -> tuple[float, ...]:
+        """Quadratics in u = t - piece start for (lat deg, lon deg, height) through exact points at
+        the start, middle and end of the piece."""
+        x0, y0, z0 = self.origin
+        dx, dy, dz = self.ray
+        points = []
+        for k in (0.0, 0.5, 1.0):
+            t = (piece + k) * _PIECE_M
+            lat, lon, h = ecef_to_geodetic(x0 + t * dx, y0 + t * dy, z0 + t * dz)
+            points.append((lat * _DEG, lon * _DEG, h))
+        coefficients: list[float] = []
+        for axis in range(3):
+            p0, p1, p2 = (point[axis] for point in points)
+            if axis == 1:  # keep longitude continuous across the antimeridian
+                p1 += 360.0 * round((p0 - p1) / 360.0)
+                p2 += 360.0 * round((p0 - p2) / 360.0)
+            coefficients += [
+                p0,
+                (4.0 * p1 - 3.0 * p0 - p2) / _PIECE_M,
+                2.0 * (p0 - 2.0 * p1 + p2) / (_PIECE_M * _PIECE_M),
+            ]
+        fitted = tuple(coefficients)
+        self._pieces[piece] = fitted
+        return fitted
+
+    def rates(self, t: float) -> tuple[float, float, float]:
+        """(d lat / dt, d lon / dt in degrees per metre, d height / dt) at t."""
+        piece = int(t // _PIECE_M)
+        c = self._pieces.get(piece) or self._fit(piece)
+        u2 = 2.0 * (t - piece * _PIECE_M)
+        return c[1] + u2 * c[2], c[4] + u2 * c[5], c[7] + u2 * c[8]
 
     def miss(self, sample: _Sample) -> TerrainMiss:
         covered = self.dem.grid_at(sample.lat_deg, sample.lon_deg) is not None
         return TerrainMiss("dem_nodata" if covered else "outside_dem", sample.t)
 
     def height_rate(self, s: _Sample) -> float:
-        """d (geodetic height) / dt: the local up . ray."""
-        cos_lat = math.cos(s.lat_rad)
-        dx, dy, dz = self.ray
-        return (
-            cos_lat * math.cos(s.lon_rad) * dx
-            + cos_lat * math.sin(s.lon_rad) * dy
-            + math.sin(s.lat_rad) * dz
-        )
+        return self.rates(s.t)[2]
 
     def next_step(self, s: _Sample, fine_step_m: float) -> tuple[float, bool]:
         """How far to go from ``s``, and whether the step crosses a cell that needs a dip check."""
-        found = self.dem.grid_at(s.lat_deg, s.lon_deg)
-        if found is None:  # a seam between tiles: small fixed steps
+        if s.cell is None:  # a seam between tiles: small fixed steps
             return fine_step_m, True
-        grid, row, col = found
+        grid, row, col = s.cell
         ext = grid.extent
-        lat_rate, lon_rate, up = self._track_rates(s)
+        lat_rate, lon_rate, up = self.rates(s.t)
         row_rate = -lat_rate / ext.dlat_deg
         col_rate = lon_rate / ext.dlon_deg
         i = min(int(row), grid.rows - 2)
         j = min(int(col), grid.cols - 2)
-        block_max = grid.block_max[i // BLOCK_POSTS][j // BLOCK_POSTS]
-        if s.height_m > block_max:
-            to_exit = _to_boundary(row, col, row_rate, col_rate, BLOCK_POSTS)
-            if up >= 0.0 or (s.height_m - block_max) / -up >= to_exit:
-                return to_exit, False  # the ray stays above the whole block
+        for posts, per_row, maxima in grid.block_levels:
+            block_max = maxima[(i // posts) * per_row + j // posts]
+            if s.height_m > block_max:
+                # above every post of the block until it leaves it or comes down to their top
+                step = _to_boundary(row, col, row_rate, col_rate, posts)
+                if up < 0.0:
+                    step = min(step, (s.height_m - block_max) / -up)
+                if step >= fine_step_m:
+                    return step, False
         return _to_boundary(row, col, row_rate, col_rate, 1), True
 
-    def _track_rates(self, s: _Sample) -> tuple[float, float, float]:
-        """(d lat / dt, d lon / dt in degrees per metre, d height / dt) near ``s``."""
-        if abs(s.t - self._rates_at) <= _RATES_VALID_M:
-            return self._rates
-        sin_lat, cos_lat = math.sin(s.lat_rad), math.cos(s.lat_rad)
-        sin_lon, cos_lon = math.sin(s.lon_rad), math.cos(s.lon_rad)
-        dx, dy, dz = self.ray
-        east = -sin_lon * dx + cos_lon * dy
-        north = -sin_lat * cos_lon * dx - sin_lat * sin_lon * dy + cos_lat * dz
-        up = cos_lat * cos_lon * dx + cos_lat * sin_lon * dy + sin_lat * dz
-        lat_rate = north / (meridian_radius_m(s.lat_rad) + s.height_m) * _DEG
-        lon_rate = (
-            east / ((prime_vertical_radius_m(s.lat_rad) + s.height_m) * max(cos_lat, 1e-12)) * _DEG
-        )
-        self._rates_at, self._rates = s.t, (lat_rate, lon_rate, up)
-        return self._rates
+    def may_dip(self, a: _Sample, b: _Sample) -> bool:
+        """False when the ray stays above every post of the cell between two samples.
+
+        The ray's height is convex in t (it curves away from the Earth), so within a cell it is
+        above the lower end's height less the sagitta, under a millimetre for any cell.
+        """
+        if a.cell is not None and b.cell is not None and a.cell[0] is b.cell[0]:
+            grid = a.cell[0]
+            cell_max = grid.cell_max(0.5 * (a.cell[1] + b.cell[1]), 0.5 * (a.cell[2] + b.cell[2]))
+        else:
+            found = self.dem.grid_at(0.5 * (a.lat_deg + b.lat_deg), 0.5 * (a.lon_deg + b.lon_deg))
+            if found is None:
+                return True
+            cell_max = found[0].cell_max(found[1], found[2])
+        return not min(a.height_m, b.height_m) - _SAGITTA_MARGIN_M > cell_max
 
     def dip_inside(self, a: _Sample, b: _Sample) -> _Sample | None:
         """A point between two samples above the terrain where the ray is below it, if any."""
@@ -227,20 +260,22 @@ class _March:
             if abs(s.f) < 1e-5:  # 0.01 mm vertical: millimetres along any ray
                 best = s
                 break
-        terrain, d_lat, d_lon, tile = self.dem.height(best.lat_deg, best.lon_deg)
         x0, y0, z0 = self.origin
         dx, dy, dz = self.ray
         point = (x0 + best.t * dx, y0 + best.t * dy, z0 + best.t * dz)
+        lat, lon, _ = ecef_to_geodetic(*point)
+        lat_deg, lon_deg = lat * _DEG, lon * _DEG
+        terrain, d_lat, d_lon, tile = self.dem.height(lat_deg, lon_deg)
         return TerrainCrossing(
             best.t,
             point,
-            best.lat_rad,
-            best.lon_rad,
+            lat,
+            lon,
             terrain,
             d_lat,
             d_lon,
             tile,
-            self.dem.post_spacing_deg(best.lat_deg, best.lon_deg),
+            self.dem.post_spacing_deg(lat_deg, lon_deg),
         )
 
 
