@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detection_api.cot import (
     DEFAULT_TYPE_MAP,
@@ -21,15 +21,15 @@ from detection_api.cot import (
     detection_uid,
     parse_type_map,
 )
-from detection_api.geo.dem import open_dem
-from detection_api.geo.geoid import geoid_model
-from detection_api.geo.heightgrid import HeightMosaic
 from detection_api.geo.locate import locate
 from detection_api.geo.terrain import TerrainMiss
 from detection_api.geo.terrain_locate import locate_on_terrain
 from detection_api.geo.types import AltitudeReference, Geolocation, InputSigmas, Terrain
 from detection_api.model import DEFAULT_MAX_IMAGE_BYTES, Detection
 from detection_api.settings import Settings
+
+if TYPE_CHECKING:
+    from detection_api.geo.heightgrid import HeightMosaic
 
 
 @dataclass(frozen=True)
@@ -50,13 +50,18 @@ class CoreConfig:
         """Raises ValueError for a malformed ``COT_TYPE_MAP`` or inverted ce90 cut-offs."""
         if settings.ce90_yellow_m < settings.ce90_green_m:
             raise ValueError("CE90_YELLOW_M must not be below CE90_GREEN_M")
-        # Opened at start so that a bad DEM_PATH or GEOID_PATH stops the process right away.
-        geoid = geoid_model(settings.geoid_path)
-        dem = (
-            open_dem(settings.dem_path, vertical_datum=settings.dem_vertical_datum, geoid=geoid)
-            if settings.dem_path
-            else None
-        )
+        dem = None
+        if settings.dem_path or settings.geoid_path:
+            # Opened at start so that a bad DEM_PATH or GEOID_PATH stops the process right away.
+            # Imported here: rasterio and numpy cost ~0.4 s of cold start that no-DEM sites skip.
+            from detection_api.geo.dem import open_dem  # noqa: PLC0415 (see above)
+            from detection_api.geo.geoid import geoid_model  # noqa: PLC0415 (see above)
+
+            geoid = geoid_model(settings.geoid_path)
+            if settings.dem_path:
+                dem = open_dem(
+                    settings.dem_path, vertical_datum=settings.dem_vertical_datum, geoid=geoid
+                )
         return cls(
             stale_seconds=settings.cot_stale_seconds,
             type_map=MappingProxyType(parse_type_map(settings.cot_type_map)),
@@ -150,6 +155,8 @@ def geolocate(det: Detection, config: CoreConfig) -> Geolocation:
     if reference == AltitudeReference.ELLIPSOID:
         camera_hae = meta.location_elevation
     elif reference == AltitudeReference.GEOID:
+        from detection_api.geo.geoid import geoid_model  # noqa: PLC0415 (rasterio only when used)
+
         undulation = geoid_model(config.geoid_path).undulation_m(pose.lat_deg, pose.lon_deg)
         camera_hae = meta.location_elevation + undulation
     else:

@@ -24,14 +24,16 @@ it, because the first hit cannot be known over unknown ground.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from detection_api.geo.ellipsoid import (
     Vec3,
     ecef_to_geodetic,
 )
-from detection_api.geo.heightgrid import HeightGrid, HeightMosaic
 from detection_api.geo.types import GeolocationError, NoGroundIntersection
+
+if TYPE_CHECKING:
+    from detection_api.geo.heightgrid import HeightGrid, HeightMosaic
 
 RANGE_TOLERANCE_M = 1e-3
 _PAST_BOUNDARY_POSTS = 1e-3  # land this far (3 cm on 1" posts) inside the next cell or block

@@ -10,6 +10,7 @@ does not cover, the result is the ``TerrainMiss``: the caller falls back to the 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from detection_api.geo.camera import camera_axes, image_plane_offsets, ray_enu, ray_partials_enu
 from detection_api.geo.ellipsoid import (
@@ -22,7 +23,6 @@ from detection_api.geo.ellipsoid import (
     normalize_longitude_deg,
     prime_vertical_radius_m,
 )
-from detection_api.geo.heightgrid import HeightMosaic
 from detection_api.geo.locate import MAX_AXIS_OFFSET, _check_geometry_inputs, _check_sigmas
 from detection_api.geo.terrain import TerrainMiss, first_terrain_crossing
 from detection_api.geo.terrain_uncertainty import (
@@ -39,6 +39,9 @@ from detection_api.geo.types import (
     NoGroundIntersection,
     Terrain,
 )
+
+if TYPE_CHECKING:
+    from detection_api.geo.heightgrid import HeightMosaic
 from detection_api.geo.uncertainty import (
     CE90_PER_SIGMA_CIRCULAR,
     LE90_PER_SIGMA,
