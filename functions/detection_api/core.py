@@ -165,7 +165,12 @@ def geolocate(det: Detection, config: CoreConfig) -> Geolocation:
         dem = config.dem
         ground_sigmas = sigmas
         if reference == AltitudeReference.GROUND:
-            ground_under_camera = dem.height(pose.lat_deg, pose.lon_deg)[0]
+            under = dem.grid_at(pose.lat_deg, pose.lon_deg)
+            ground_under_camera = (
+                under[0].height(under[1], under[2])
+                if under is not None
+                else dem.height(pose.lat_deg, pose.lon_deg)[0]  # a seam, or no data (NaN)
+            )
             camera_hae = ground_under_camera + meta.location_elevation
             # the camera's height now also carries the DEM's error under it
             ground_sigmas = InputSigmas(

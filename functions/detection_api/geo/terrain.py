@@ -284,13 +284,17 @@ class _March:
 def _to_boundary(row: float, col: float, row_rate: float, col_rate: float, posts: int) -> float:
     """Distance along the ray to the next multiple of ``posts`` in row or column, a hair past."""
     best = math.inf
-    for position, rate in ((row, row_rate), (col, col_rate)):
-        if rate > 0.0:
-            target = (math.floor(position / posts) + 1) * posts
-        elif rate < 0.0:
-            target = (math.ceil(position / posts) - 1) * posts
-        else:
-            continue
-        best = min(best, (target - position) / rate)
-    fastest = max(abs(row_rate), abs(col_rate))
+    fastest = 0.0
+    if row_rate > 0.0:
+        best = ((row // posts + 1.0) * posts - row) / row_rate
+        fastest = row_rate
+    elif row_rate < 0.0:
+        best = ((-(-row // posts) - 1.0) * posts - row) / row_rate
+        fastest = -row_rate
+    if col_rate > 0.0:
+        best = min(best, ((col // posts + 1.0) * posts - col) / col_rate)
+        fastest = max(fastest, col_rate)
+    elif col_rate < 0.0:
+        best = min(best, ((-(-col // posts) - 1.0) * posts - col) / col_rate)
+        fastest = max(fastest, -col_rate)
     return best + _PAST_BOUNDARY_POSTS / fastest if fastest > 0.0 else math.inf

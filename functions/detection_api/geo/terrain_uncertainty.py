@@ -58,13 +58,18 @@ def hit_enu_jacobian_on_slope(
         up[1] - slope_east * east[1] - slope_north * north[1],
         up[2] - slope_east * east[2] - slope_north * north[2],
     )
-    normal_dot_ray = dot(normal, ray_enu)
-    along = (dot(east, ray_enu) / normal_dot_ray, dot(north, ray_enu) / normal_dot_ray)
-    along_up = dot(up, ray_enu) / normal_dot_ray
-    projections = tuple(
-        (axis[0] - a * normal[0], axis[1] - a * normal[1], axis[2] - a * normal[2])
-        for axis, a in ((east, along[0]), (north, along[1]), (up, along_up))
-    )
+    inv_normal_dot_ray = 1.0 / dot(normal, ray_enu)
+    along_e = dot(east, ray_enu) * inv_normal_dot_ray
+    along_n = dot(north, ray_enu) * inv_normal_dot_ray
+    along_u = dot(up, ray_enu) * inv_normal_dot_ray
+    # dX components per unit w: axis . w - along * (normal . w), for axis = east, north, up
+    ex, ey, ez = east
+    nx, ny, nz = north
+    ux, uy, uz = up
+    mx, my, mz = normal
+    pe = (ex - along_e * mx, ey - along_e * my, ez - along_e * mz)
+    pn = (nx - along_n * mx, ny - along_n * my, nz - along_n * mz)
+    pu = (ux - along_u * mx, uy - along_u * my, uz - along_u * mz)
 
     t = ray_parameter
     tan_lat = math.tan(camera_lat_rad)
@@ -81,18 +86,17 @@ def hit_enu_jacobian_on_slope(
         (ray_partials.pixel_x, t),
         (ray_partials.pixel_y, t),
     )
-    columns = [
+    columns: list[EnuColumn] = [
         (
-            scale * dot(projections[0], w),
-            scale * dot(projections[1], w),
-            scale * dot(projections[2], w),
+            scale * (pe[0] * w[0] + pe[1] * w[1] + pe[2] * w[2]),
+            scale * (pn[0] * w[0] + pn[1] * w[1] + pn[2] * w[2]),
+            scale * (pu[0] * w[0] + pu[1] * w[1] + pu[2] * w[2]),
         )
         for w, scale in directions
     ]
-    vertical = (along[0], along[1], along_up)
-    columns.append(vertical)
-    columns.append(tuple(-slope_east * v for v in vertical))  # type: ignore[arg-type]
-    columns.append(tuple(-slope_north * v for v in vertical))  # type: ignore[arg-type]
+    columns.append((along_e, along_n, along_u))
+    columns.append((-slope_east * along_e, -slope_east * along_n, -slope_east * along_u))
+    columns.append((-slope_north * along_e, -slope_north * along_n, -slope_north * along_u))
     return tuple(columns)
 
 
