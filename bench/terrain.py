@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import timeit
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -69,6 +70,12 @@ def run() -> list[Row]:
             return process_detection(det, terrain, record_id="0" * 32, detection_id="b", now=now)
 
         base, results = compare_microseconds(on_flat, {"dem": on_dem})
+        # The least disturbed of many interleaved rounds: on a shared machine the medians above
+        # carry the neighbours' load, the minimum is the code's own cost.
+        flat_best = dem_best = math.inf
+        for _ in range(25):
+            flat_best = min(flat_best, timeit.timeit(on_flat, number=200) / 200 * 1e6)
+            dem_best = min(dem_best, timeit.timeit(on_dem, number=200) / 200 * 1e6)
     value, ratio = results["dem"]
     baseline_name = "process_detection on the flat ground (same run)"
     return [
@@ -87,5 +94,13 @@ def run() -> list[Row]:
             base,
             baseline_name,
             (value - base) / base if base else math.nan,
+        ),
+        Row(
+            "DEM lookup + ray march added, best of 25 rounds (target <= 50)",
+            dem_best - flat_best,
+            UNIT,
+            flat_best,
+            "process_detection on the flat ground, best of 25 rounds",
+            (dem_best - flat_best) / flat_best,
         ),
     ]
