@@ -136,11 +136,12 @@ def _block_maxima(values: np.ndarray, b: int) -> tuple[int, int, memoryview]:
         np.maximum(values[:-1, :-1], values[1:, :-1]), np.maximum(values[:-1, 1:], values[1:, 1:])
     )  # NaN wherever a cell touches nodata (np.maximum propagates NaN)
     rows, cols = cells.shape
-    padded = np.full((-(-rows // b) * b, -(-cols // b) * b), -np.inf, dtype=np.float64)
+    padded = np.full((-(-rows // b) * b, -(-cols // b) * b), -np.inf, dtype=np.float32)
     padded[:rows, :cols] = cells
     padded[np.isnan(padded)] = np.inf
     blocks = padded.reshape(padded.shape[0] // b, b, padded.shape[1] // b, b).max(axis=(1, 3))
-    return b, blocks.shape[1], memoryview(np.ascontiguousarray(blocks).reshape(-1))
+    flat = np.ascontiguousarray(blocks, dtype=np.float64).reshape(-1)  # Python floats when read
+    return b, blocks.shape[1], memoryview(flat)
 
 
 class HeightMosaic:
