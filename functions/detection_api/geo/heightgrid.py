@@ -24,6 +24,7 @@ unknown ground.
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -166,6 +167,7 @@ class HeightMosaic:
         self.min_post_spacing_m = min(e.post_spacing_m() for e in self.extents)
         self._loader = loader
         self._cache: OrderedDict[GridExtent, HeightGrid] = OrderedDict()
+        self._lock = threading.Lock()
         self._cache_tiles = max(1, cache_tiles)
         self._index: dict[tuple[int, int], list[GridExtent]] = {}
         for extent in self.extents:
@@ -174,15 +176,16 @@ class HeightMosaic:
         self._last: HeightGrid | None = None
 
     def grid(self, extent: GridExtent) -> HeightGrid:
-        grid = self._cache.get(extent)
-        if grid is None:
-            grid = self._loader(extent)
-            self._cache[extent] = grid
-            while len(self._cache) > self._cache_tiles:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(extent)
-        return grid
+        with self._lock:  # gunicorn threads share the cache; loads are rare, so one lock will do
+            grid = self._cache.get(extent)
+            if grid is None:
+                grid = self._loader(extent)
+                self._cache[extent] = grid
+                while len(self._cache) > self._cache_tiles:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(extent)
+            return grid
 
     def grid_at(self, lat_deg: float, lon_deg: float) -> tuple[HeightGrid, float, float] | None:
         """The grid whose cells hold the point, with the point's (row, col) in it."""
