@@ -1,9 +1,10 @@
 """The first point along a ray where it meets the terrain of a ``HeightMosaic`` (a ray march).
 
 f(t) = geodetic height of C + t d  -  terrain height under it; the hit is the smallest t > 0 with
-f(t) = 0, so a ridge between the camera and a valley hides the valley. Every sample is exact: the
-ray point's geodetic coordinates come from the closed-form ECEF -> geodetic conversion (curvature
-included), the terrain height from the bilinear surface of the DEM posts.
+f(t) = 0, so a ridge between the camera and a valley hides the valley. The ray point's geodetic
+coordinates are quadratics in t fitted every 5 km to the closed-form ECEF -> geodetic conversion
+(curvature included; the neglected cubic term is ~1e-5 m), the hit itself is converted exactly;
+the terrain height is the bilinear surface of the DEM posts.
 
 The march walks the ray's ground track through the DEM grid:
 - over a block of 16 x 16 (else 4 x 4) cells whose highest post is below the ray, it jumps to
@@ -13,8 +14,11 @@ The march walks the ray's ground track through the DEM grid:
   quadratic in t (the track is straight there to well under a millimetre), so a sign change at the
   ends, or a quadratic through the ends and the middle that dips below zero, finds every crossing,
   including a ray that clips the corner of a cell and comes out again;
-- a bracket [above, below] is then refined (Illinois regula falsi on the exact f) until it is
-  narrower than ``RANGE_TOLERANCE_M``: the hit is within a millimetre along the ray.
+- a bracket [above, below] is then refined (Illinois regula falsi on f) until it is narrower
+  than ``RANGE_TOLERANCE_M`` or |f| < 0.01 mm: the hit is within a millimetre along the ray.
+
+A crossing can only be missed where the ray dips under the surface and out again within the
+3 cm (1e-3 post) by which a step lands past a cell or block boundary.
 
 Where the track meets ground with no data (outside every raster, or a nodata post) before any hit,
 the march stops and says so (``TerrainMiss``): the caller falls back to the flat ground and reports
