@@ -368,3 +368,14 @@ def test_a_geoid_referenced_dem_is_converted_to_ellipsoidal_heights(tmp_path: Pa
     # N is ~48-50 m here: float32 storage and bilinear N between 2.5' posts leave < 1 cm
     assert distance_m(got, ref) < TOLERANCE_M
     assert distance_m(wrong, ref) > 100.0  # mixing the datums would be ~50 m vertical
+
+
+def test_the_geoid_window_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from detection_api.geo import geoid as geoid_module
+
+    monkeypatch.setattr(geoid_module, "MAX_WINDOWS", 3)
+    geoid = GeoidModel()
+    values = [geoid.undulation_m(lat, 10.0) for lat in (-60.0, -30.0, 0.0, 30.0, 60.0)]
+    assert len(geoid._windows) == 3
+    # an evicted window is read again and gives the same answer
+    assert geoid.undulation_m(-60.0, 10.0) == values[0]

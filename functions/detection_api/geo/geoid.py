@@ -6,9 +6,10 @@ downloaded). ``GEOID_PATH`` names another grid GDAL can read (a PROJ ``.tif`` or
 EGM96 15', a NetCDF ``NETCDF:file:variable``), in geographic WGS84 degrees, heights in metres.
 
 N is bilinear between the grid posts (GDAL pixel centres). The grid is never loaded whole (EGM2008
-2.5' is 150 MB as float32): windows of ``WINDOW_DEG`` degrees are read on first use and cached, so
-a warm lookup is a dictionary hit and four multiplications. Reads are serialised by a lock; GDAL
-dataset handles are not shared between threads (each read opens its own).
+2.5' is 150 MB as float32): windows of ``WINDOW_DEG`` degrees are read on first use and cached
+(at most ``MAX_WINDOWS``), so a warm lookup is a dictionary hit and four multiplications. Reads
+are serialised by a lock; GDAL dataset handles are not shared between threads (each read opens
+its own).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ import rasterio
 from rasterio.windows import Window
 
 WINDOW_DEG = 2.0
+# ~0.6 MB each (Python floats for fast scalar reads): cameras spread over more 2-degree cells than
+# this re-read their window (~0.1 s) instead of growing the process without bound
+MAX_WINDOWS = 64
 _EGM2008_FILE = ("data", "EGM2008_geoid_h.nc")
 _EGM2008_VARIABLE = "geoid_h"
 
@@ -96,6 +100,8 @@ class GeoidModel:
         values = self._read(row0, col0, 3 * span_rows, 3 * span_cols).tolist()
         window = (row0, col0, values)
         with self._lock:
+            if len(self._windows) >= MAX_WINDOWS:
+                self._windows.pop(next(iter(self._windows)))  # the oldest
             self._windows[key] = window
         return window
 
