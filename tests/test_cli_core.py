@@ -69,6 +69,7 @@ GEOLOCATE_KEYS = {
     "le_m",
     "flag",
     "covariance_en_m2",
+    "terrain",
 }
 
 

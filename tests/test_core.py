@@ -244,7 +244,9 @@ def test_geolocation_as_dict_is_json_ready() -> None:
         "le_m",
         "flag",
         "covariance_en_m2",
+        "terrain",
     }
+    assert data["terrain"] == "flat"
     assert json.loads(json.dumps(data)) == data
     assert data["lat"] == pytest.approx(geo.lat_deg, abs=1e-9)
     assert data["ce90_m"] == pytest.approx(geo.ce90_m, abs=1e-3)

@@ -263,6 +263,7 @@ def test_detail_carries_contact_remarks_link_and_our_facts() -> None:
         "slant_range": "210.50",
         "ground_distance": "172.25",
         "image_sha256": "ab" * 32,
+        "terrain": "flat",
     }
 
 

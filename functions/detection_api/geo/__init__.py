@@ -1,1 +1,2 @@
-"""Pure geometry: WGS84 photogrammetry and its uncertainty. No I/O, no frameworks."""
+"""Geometry: WGS84 photogrammetry, terrain and its uncertainty. No frameworks; the only I/O is
+reading DEM and geoid rasters (geo/dem.py, geo/geoid.py), everything else is pure."""

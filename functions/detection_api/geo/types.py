@@ -38,6 +38,21 @@ class InputSigmas:
     pixel: float  # each image axis
 
 
+class AltitudeReference(StrEnum):
+    """What ``location_elevation`` (the camera altitude) is measured from."""
+
+    GROUND = "ground"  # height above the ground below the camera (the DEM there, if any)
+    ELLIPSOID = "ellipsoid"  # height above the WGS84 ellipsoid (HAE, what GNSS reports)
+    GEOID = "geoid"  # height above the geoid (mean sea level)
+
+
+class Terrain(StrEnum):
+    """Which ground the hit lies on."""
+
+    DEM = "dem"  # the terrain of the configured DEM
+    FLAT = "flat"  # the ground plane at ``ground_elevation``
+
+
 class ConfidenceFlag(StrEnum):
     GREEN = "GREEN"
     YELLOW = "YELLOW"
@@ -73,3 +88,7 @@ class Geolocation:
     # Horizontal covariance at the hit in local East/North metres: (var_e, cov_en, var_n).
     covariance_en_m2: tuple[float, float, float]
     flag: ConfidenceFlag
+    terrain: Terrain = Terrain.FLAT
+    dem: str | None = None  # the raster the hit lies on (terrain = dem)
+    # why the flat ground was used although a DEM is configured (e.g. "outside_dem")
+    terrain_note: str | None = None
