@@ -3,8 +3,10 @@
 Framework-free: the HTTP layer turns CloudEvents and v1 JSON into ``Submission``s and the results
 back into responses. A request's detections are all-or-nothing: one invalid (400) or geometrically
 impossible (422) detection rejects the request and stores nothing, so a producer can fix and resend
-the whole thing. Redeliveries (same CloudEvent source+id, or same v1 detection_id) find their record
-and get the same answer without a second delivery.
+the whole thing. Redeliveries by the same producer (same CloudEvent source+id, or same v1 camera and
+detection_id) find their idempotency marker and get the same answer without a second delivery; the
+same identity twice in one request is a 400. Identities are always scoped to the authenticated
+producer (``Submission.producer``), so producers and cameras never collide (see records.py).
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ from detection_api.delivery.outbox import (
 from detection_api.delivery.records import (
     DeliveryState,
     RecordStore,
+    idempotency_key,
     new_record_id,
-    record_id_for,
     record_key,
 )
 from detection_api.geo.types import GeolocationError
@@ -62,6 +64,13 @@ class Submission:
     identity: tuple[str, ...] | None = None  # e.g. ("ce", source, id); None: always new
     event_id: str | None = None  # CloudEvent id: the detection id when the payload has none
     event_source: str | None = None
+    producer: str = "anonymous"  # the authenticated producer (see app/producers.py)
+    identity_path: str = "detection_id"  # field path named when the identity repeats
+
+    @property
+    def idempotency(self) -> str | None:
+        """The marker key: the identity scoped to the producer, or None (always a new record)."""
+        return idempotency_key(self.producer, *self.identity) if self.identity else None
 
 
 @dataclass(slots=True)
@@ -134,14 +143,36 @@ class Ingestor:
             )
         return detections
 
+    @staticmethod
+    def check_repeats(submissions: list[Submission], *, batch: bool) -> None:
+        """The same identity twice in one request is a 400: both cannot be new, and which one
+        would be "the" detection is not ours to guess."""
+        first: dict[str, int] = {}
+        errors = []
+        for index, submission in enumerate(submissions):
+            key = submission.idempotency
+            if key is None:
+                continue
+            if key in first:
+                path = (
+                    f"[{index}].{submission.identity_path}" if batch else submission.identity_path
+                )
+                errors.append({"path": path, "message": f"repeats [{first[key]}] in this request"})
+            else:
+                first[key] = index
+        if errors:
+            raise problems.invalid(
+                f"{len(errors)} detection(s) repeat an id of this request; nothing was stored",
+                errors=errors[:100],
+            )
+
     def ingest(self, submissions: list[Submission], *, batch: bool = False) -> list[Outcome]:
         if not submissions:
             raise problems.invalid("no detections in the request")
         try:
             detections = self.validate(submissions, batch=batch)
-            record_ids = [
-                record_id_for(*s.identity) if s.identity else new_record_id() for s in submissions
-            ]
+            self.check_repeats(submissions, batch=batch)
+            record_ids = [new_record_id() for _ in submissions]
             outcomes = self._store(submissions, detections, record_ids, batch=batch)
         except RedisError as exc:
             log.warning("redis unavailable during ingest: %s", exc.__class__.__name__)
@@ -191,6 +222,7 @@ class Ingestor:
     ) -> list[Outcome]:
         # Geometry first: an impossible detection rejects the request before anything is written.
         processed = self._process(submissions, detections, record_ids, batch)
+        markers = [s.idempotency for s in submissions]
         outcomes: dict[int, Outcome] = {}
         pending = list(range(len(submissions)))
         for _ in range(_STORE_ATTEMPTS):
@@ -199,7 +231,7 @@ class Ingestor:
             deliveries: list[Delivery] = []
             for i in pending:
                 outcome, fields = processed[i]
-                self.records.write_new(recorder, record_ids[i], fields)
+                self.records.write_new(recorder, record_ids[i], fields, idempotency=markers[i])
                 for audit_event in (AuditEvent.RECEIVED, AuditEvent(outcome.state)):
                     self.audit.append(
                         recorder,
@@ -215,21 +247,19 @@ class Ingestor:
                     self._alert_if_wanted(recorder, detections[i], outcome)
             # A request's detections travel in one job (up to 100): one rq job per request.
             enqueue_deliveries(self.queue, recorder, deliveries, per_job=MAX_DELIVERIES_PER_JOB)
-            existing = self.atomic.write_if_absent(
-                [record_key(record_ids[i]) for i in pending], recorder
-            )
+            guarded = [i for i in pending if markers[i] is not None]
+            existing = self.atomic.write_if_absent([markers[i] for i in guarded], recorder)
             if not existing:
                 outcomes.update((i, processed[i][0]) for i in pending)
                 return [outcomes[i] for i in range(len(submissions))]
-            # Redeliveries: answer them from their stored records, then write the rest.
-            duplicates = [pending[j] for j in existing]
-            with self.redis.pipeline(transaction=False) as pipe:
-                for i in duplicates:
-                    pipe.hgetall(record_key(record_ids[i]))
-                stored = pipe.execute()
-            for i, raw in zip(duplicates, stored, strict=True):
-                if raw:  # (it may have expired in between: then it is written anew)
-                    outcomes[i] = self._outcome_from_record(raw)
+            # Redeliveries: answer them from their marker and record, then write the rest.
+            duplicates = [guarded[j] for j in existing]
+            found = self._stored_outcomes([markers[i] for i in duplicates])
+            for i, outcome in zip(duplicates, found, strict=True):
+                if outcome is not None:  # (the marker may have expired in between: write anew)
+                    if not outcome.uid:  # only the marker is left: the id is the producer's
+                        outcome.detection_id = processed[i][0].detection_id
+                    outcomes[i] = outcome
                     pending.remove(i)
             if not pending:
                 return [outcomes[i] for i in range(len(submissions))]
@@ -251,7 +281,12 @@ class Ingestor:
             detection_id = det.detection_id or sub.event_id or record_ids[i]
             try:
                 result = process_detection(
-                    det, self.core, record_id=record_ids[i], detection_id=detection_id, now=now
+                    det,
+                    self.core,
+                    record_id=record_ids[i],
+                    detection_id=detection_id,
+                    now=now,
+                    producer=sub.producer,
                 )
             except GeolocationError as exc:
                 path = problems.field_path(("sensor_metadata",), (i,) if batch else ())
@@ -285,6 +320,7 @@ class Ingestor:
                 "source": det.source,
                 "event_source": sub.event_source,
                 "event_id": sub.event_id,
+                "producer": sub.producer,
                 "filter_reason": filter_reason,
                 "geolocation": geolocation,
             }
@@ -329,6 +365,42 @@ class Ingestor:
         if max_ce90 > 0 and geolocation["ce90_m"] > max_ce90:
             return f"ce90 {geolocation['ce90_m']:.1f} m above MAX_CE90_M"
         return None
+
+    def _stored_outcomes(self, markers: list[str | None]) -> list[Outcome | None]:
+        """The answers of earlier deliveries, by idempotency marker: from the record while it is
+        kept, else (a confirmed record past CONFIRMED_RETENTION_SECONDS) from the marker alone."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for marker in markers:
+                pipe.get(marker)
+            record_ids = pipe.execute()
+        with self.redis.pipeline(transaction=False) as pipe:
+            for record_id in record_ids:
+                pipe.hgetall(record_key(record_id.decode() if record_id else "-"))
+            stored = pipe.execute()
+        out: list[Outcome | None] = []
+        for record_id, raw in zip(record_ids, stored, strict=True):
+            if not record_id:
+                out.append(None)
+            elif raw:
+                out.append(self._outcome_from_record(raw))
+            else:
+                out.append(self._confirmed_outcome(record_id.decode()))
+        return out
+
+    @staticmethod
+    def _confirmed_outcome(record_id: str) -> Outcome:
+        """A duplicate of a detection confirmed long enough ago that only its marker is left."""
+        return Outcome(
+            record_id=record_id,
+            detection_id=record_id,
+            state=DeliveryState.CONFIRMED.value,
+            duplicate=True,
+            uid="",
+            cot_type="",
+            cot_xml="",
+            object_class="",
+            geolocation={},
+        )
 
     def _outcome_from_record(self, raw: dict[Any, Any]) -> Outcome:
         record = self.records.decode(raw)
