@@ -182,3 +182,9 @@ def test_dead_letters_keep_knatives_error_attributes_and_any_data() -> None:
     with pytest.raises(Problem) as info:
         ce.parse_dead_letter({"Content-Type": "application/json"}, b"{}")
     assert info.value.status == 415
+
+
+def test_ce_headers_with_a_cloudevents_media_type_are_415_not_500() -> None:
+    headers, _ = to_binary(_event(id="0" * 256))
+    for media in (ce.STRUCTURED_MEDIA_TYPE, ce.BATCH_MEDIA_TYPE):
+        assert _problem({**headers, "content-type": media}, b"[null, null]").status == 415

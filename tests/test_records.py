@@ -10,6 +10,7 @@ from redis import Redis
 from detection_api.delivery.atomic import AtomicWriter
 from detection_api.delivery.records import (
     IDEMPOTENCY_PREFIX,
+    MARK_CHUNK,
     DeliveryState,
     RecordStore,
     idempotency_key,
@@ -75,3 +76,25 @@ def test_confirmation_keeps_the_marker_for_retention_and_the_record_shorter(redi
     assert RETENTION - 5 < redis.ttl(marker) <= RETENTION
     assert 0 < redis.ttl(record_key("r1")) <= 60
     assert redis.memory_usage(marker) < 200  # small: what outlives the record is this marker
+
+
+def test_marking_a_large_batch_never_holds_redis_for_50_ms(redis: Redis) -> None:
+    """The forwarder marks up to FORWARDER_BATCH_SIZE (5000) records at once: in chunks, so no
+    single script call blocks Redis long (Redis's own SLOWLOG times each call)."""
+    store = RecordStore(redis, RETENTION)
+    ids = [f"r{i}" for i in range(5000)]
+    writer = AtomicWriter(redis)
+    recorder = writer.recorder()
+    for i, record_id in enumerate(ids):
+        store.write_new(recorder, record_id, {"state": "sent"}, idempotency=f"m{i}")
+    assert writer.write_if_absent([], recorder) == []
+    redis.config_set("slowlog-log-slower-than", 0)  # every command, with its duration
+    redis.config_set("slowlog-max-len", 100_000)  # (commands inside scripts are logged too)
+    redis.slowlog_reset()
+    with redis.pipeline(transaction=True) as pipe:
+        store.mark(pipe, ids, DeliveryState.CONFIRMED, ttl_seconds=60)
+        pipe.execute()
+    calls = [e for e in redis.slowlog_get(100_000) if e["command"].startswith(b"EVALSHA")]
+    assert len(calls) == 5000 // MARK_CHUNK
+    assert max(e["duration"] for e in calls) < 50_000  # microseconds
+    assert all(redis.ttl(f"m{i}") > RETENTION - 5 for i in (0, 2500, 4999))

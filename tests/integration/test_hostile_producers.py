@@ -256,20 +256,21 @@ def test_failed_authentication_is_throttled_per_client(product):
     forged = {"Authorization": "Bearer " + jwt.encode({"sub": "x", "exp": 2**40}, "w" * 32)}
     for _ in range(5):
         assert_problem(v1(url, detection(), forged), 401)
-    throttled = v1(url, detection(), forged)
-    assert_problem(throttled, 429)
-    assert throttled.header("retry-after")
-    # The address is throttled, whatever it sends next, until the window passes.
-    assert_problem(v1(url, detection(), TEAM_A), 429)
-    assert request(url, "GET", "/health").status == 200
+    for headers in (forged, {}, {"Authorization": "Basic eDp5"}):
+        throttled = v1(url, detection(), headers)
+        body = assert_problem(throttled, 429)
+        assert throttled.header("retry-after")
+        assert "expired" not in body["detail"] and "signature" not in body["detail"]
+    # A valid token from the same address still passes: a flood of bad tokens locks nobody out.
+    assert v1(url, detection(), TEAM_A).status == 201
 
 
 def test_one_request_never_blocks_redis_for_50_ms(url, redis_server):
     """Every command Redis runs is logged with its duration; the largest request allowed (100
     detections in one batch, one script call) and a storm of small ones stay far below 50 ms."""
     redis = redis_server.client()
-    redis.config_set("slowlog-log-slower-than", 0)
-    redis.config_set("slowlog-max-len", 100_000)
+    redis.config_set("slowlog-log-slower-than", 0)  # every command, with its duration
+    redis.config_set("slowlog-max-len", 1_000_000)  # (commands inside scripts are logged too)
     redis.slowlog_reset()
     for round_ in range(5):
         events = [
@@ -281,8 +282,10 @@ def test_one_request_never_blocks_redis_for_50_ms(url, redis_server):
         )
         assert reply.status == 200, reply.body
         no_5xx(v1(url, [detection(detection_id=f"x{round_}-{i}") for i in range(100)], TEAM_B))
-    entries = redis.slowlog_get(100_000)
-    assert len(entries) > 1000
+    entries = redis.slowlog_get(1_000_000)
+    scripts = [e for e in entries if e["command"].startswith((b"EVALSHA", b"EVAL "))]
+    assert len(scripts) >= 10  # each ingest request stored its detections in one script call
+    assert len(entries) < 1_000_000  # (nothing fell off the log)
     slowest = max(entry["duration"] for entry in entries)  # microseconds
     assert slowest < 50_000, slowest
 

@@ -173,6 +173,10 @@ def _parse_binary(headers: Mapping[str, str], mt: str, body: bytes) -> IncomingE
     attributes = {name[3:]: value for name, value in headers.items() if name.startswith("ce-")}
     _check_attributes(attributes, "ce-")  # decoded text: the CloudEvents String rules
     # No Content-Type at all is read as JSON (some producers omit it); anything else must say JSON.
+    # A CloudEvents media type with ce-* headers is two modes at once (the SDK would read it as
+    # structured and fail on the body): refused, not guessed.
+    if mt in {STRUCTURED_MEDIA_TYPE, BATCH_MEDIA_TYPE}:
+        raise _unsupported("ce-* headers make a binary-mode event: send its data as JSON")
     if mt and not _is_json_media(mt):
         raise _unsupported("binary-mode data must be JSON (Content-Type: application/json)")
     # The data is parsed here, strictly, and handed to the SDK already parsed.

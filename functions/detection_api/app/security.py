@@ -4,10 +4,12 @@ Order matters and is fixed here: authentication runs first (the rate-limit key i
 subject), then the limiter, then the view. Open paths: health, readiness, metrics, OpenAPI.
 
 Limits count detections, not requests: every request costs 1 when it arrives, and an ingest route
-charges the rest (``RateLimits.charge``) once it knows how many detections the request carries,
-before anything is stored, so a batch of 100 costs 100. Failed authentications are counted per
-client address (``AUTH_FAILURE_RATE_LIMIT``); past the limit that address gets 429 before its
-token is even looked at, so guessing and key-verification floods are throttled.
+charges the rest (``charge``) once it knows how many detections the request carries, before
+anything is stored, so a batch of 100 costs 100. Failed authentications are counted per client
+address (``AUTH_FAILURE_RATE_LIMIT``); past the limit, that address's failures are answered 429
+with ``Retry-After`` and no reason (no oracle for guessing), while a valid token still passes:
+a flood of bad tokens must not lock out the producers that share an address (behind Knative's
+queue-proxy, every client does).
 """
 
 from __future__ import annotations
@@ -99,23 +101,17 @@ def install_auth(app: Flask, settings: Settings) -> None:
     def client_key() -> str:
         return f"authfail:ip:{request.remote_addr or 'unknown'}"
 
-    def refuse_if_throttled() -> None:
+    def failed(message: str) -> Problem:
+        """Count the failure; past the limit the answer is a 429 without the reason."""
         for rule in failure_rules:
             try:
-                if failures.test(rule, client_key()):
+                if failures.hit(rule, client_key()):
                     continue
                 stats = failures.get_window_stats(rule, client_key())
             except RedisError:
-                return
-            retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-            raise _too_many(rule, retry_after, "failed authentication")
-
-    def failed(message: str) -> Problem:
-        for rule in failure_rules:
-            try:
-                failures.hit(rule, client_key())
-            except RedisError:
                 break
+            retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+            return _too_many(rule, retry_after, "failed authentication")
         return _unauthorized(message)
 
     def _verify() -> Principal:
@@ -140,7 +136,6 @@ def install_auth(app: Flask, settings: Settings) -> None:
             if trusted is not None:
                 g.principal = trusted
                 return
-        refuse_if_throttled()
         principal = _verify()
         if principal.via == "eventing-oidc" and request.path not in EVENT_PATHS:
             raise Problem(403, "forbidden", "Forbidden", "eventing tokens may only deliver events")
