@@ -235,7 +235,7 @@ _EXAMPLES = {
     "MAX_BODY_BYTES": "1048576",
     "REDIS_URL": "redis://redis:6379/0",
     "TAK_URL": "tls://tak.example:8089",
-    "JWT_SECRET_KEY": "<at least 32 random bytes>",
+    "JWT_SECRET_KEY": "<at least 32 random bytes>",  # nosec B105 # a placeholder in a message, not a key
     "COT_TYPE_MAP": '{"tank": "a-u-G-E-V-A-T"}',
     "EVENTING_OIDC_AUDIENCE": "detection-api",
 }
