@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +24,7 @@ from rq import Queue
 
 from detection_api.app import problems
 from detection_api.app.problems import Problem
+from detection_api.app.submissions import Outcome, Submission, check_repeats, stored_outcomes
 from detection_api.core import CoreConfig, geolocation_as_dict, process_detection
 from detection_api.delivery.atomic import AtomicWriter
 from detection_api.delivery.audit import AuditEvent, AuditLog
@@ -43,9 +43,7 @@ from detection_api.delivery.outbox import (
 from detection_api.delivery.records import (
     DeliveryState,
     RecordStore,
-    idempotency_key,
     new_record_id,
-    record_key,
 )
 from detection_api.geo.types import GeolocationError
 from detection_api.model import Detection, parse_detection
@@ -54,53 +52,6 @@ from detection_api.settings import Settings
 log = logging.getLogger(__name__)
 
 _STORE_ATTEMPTS = 5
-
-
-@dataclass(frozen=True, slots=True)
-class Submission:
-    """One detection as received, with the producer's identity of it (for idempotency)."""
-
-    payload: Any
-    identity: tuple[str, ...] | None = None  # e.g. ("ce", source, id); None: always new
-    event_id: str | None = None  # CloudEvent id: the detection id when the payload has none
-    event_source: str | None = None
-    producer: str = "anonymous"  # the authenticated producer (see app/producers.py)
-    identity_path: str = "detection_id"  # field path named when the identity repeats
-
-    @property
-    def idempotency(self) -> str | None:
-        """The marker key: the identity scoped to the producer, or None (always a new record)."""
-        return idempotency_key(self.producer, *self.identity) if self.identity else None
-
-
-@dataclass(slots=True)
-class Outcome:
-    record_id: str
-    detection_id: str
-    state: str
-    duplicate: bool
-    uid: str
-    cot_type: str
-    cot_xml: str
-    object_class: str
-    geolocation: dict[str, Any]
-    filter_reason: str | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "id": self.record_id,
-            "detection_id": self.detection_id,
-            "state": self.state,
-            "uid": self.uid,
-            "cot_type": self.cot_type,
-            "object_class": self.object_class,
-            "geolocation": self.geolocation,
-        }
-        if self.filter_reason:
-            body["filter_reason"] = self.filter_reason
-        if self.duplicate:
-            body["duplicate"] = True
-        return body
 
 
 class Ingestor:
@@ -143,35 +94,12 @@ class Ingestor:
             )
         return detections
 
-    @staticmethod
-    def check_repeats(submissions: list[Submission], *, batch: bool) -> None:
-        """The same identity twice in one request is a 400: both cannot be new, and which one
-        would be "the" detection is not ours to guess."""
-        first: dict[str, int] = {}
-        errors = []
-        for index, submission in enumerate(submissions):
-            key = submission.idempotency
-            if key is None:
-                continue
-            if key in first:
-                path = (
-                    f"[{index}].{submission.identity_path}" if batch else submission.identity_path
-                )
-                errors.append({"path": path, "message": f"repeats [{first[key]}] in this request"})
-            else:
-                first[key] = index
-        if errors:
-            raise problems.invalid(
-                f"{len(errors)} detection(s) repeat an id of this request; nothing was stored",
-                errors=errors[:100],
-            )
-
     def ingest(self, submissions: list[Submission], *, batch: bool = False) -> list[Outcome]:
         if not submissions:
             raise problems.invalid("no detections in the request")
         try:
             detections = self.validate(submissions, batch=batch)
-            self.check_repeats(submissions, batch=batch)
+            check_repeats(submissions, batch=batch)
             record_ids = [new_record_id() for _ in submissions]
             outcomes = self._store(submissions, detections, record_ids, batch=batch)
         except RedisError as exc:
@@ -254,7 +182,7 @@ class Ingestor:
                 return [outcomes[i] for i in range(len(submissions))]
             # Redeliveries: answer them from their marker and record, then write the rest.
             duplicates = [guarded[j] for j in existing]
-            found = self._stored_outcomes([markers[i] for i in duplicates])
+            found = stored_outcomes(self.redis, self.records, [markers[i] for i in duplicates])
             for i, outcome in zip(duplicates, found, strict=True):
                 if outcome is not None:  # (the marker may have expired in between: write anew)
                     if not outcome.uid:  # only the marker is left: the id is the producer's
@@ -365,54 +293,3 @@ class Ingestor:
         if max_ce90 > 0 and geolocation["ce90_m"] > max_ce90:
             return f"ce90 {geolocation['ce90_m']:.1f} m above MAX_CE90_M"
         return None
-
-    def _stored_outcomes(self, markers: list[str | None]) -> list[Outcome | None]:
-        """The answers of earlier deliveries, by idempotency marker: from the record while it is
-        kept, else (a confirmed record past CONFIRMED_RETENTION_SECONDS) from the marker alone."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            for marker in markers:
-                pipe.get(marker)
-            record_ids = pipe.execute()
-        with self.redis.pipeline(transaction=False) as pipe:
-            for record_id in record_ids:
-                pipe.hgetall(record_key(record_id.decode() if record_id else "-"))
-            stored = pipe.execute()
-        out: list[Outcome | None] = []
-        for record_id, raw in zip(record_ids, stored, strict=True):
-            if not record_id:
-                out.append(None)
-            elif raw:
-                out.append(self._outcome_from_record(raw))
-            else:
-                out.append(self._confirmed_outcome(record_id.decode()))
-        return out
-
-    @staticmethod
-    def _confirmed_outcome(record_id: str) -> Outcome:
-        """A duplicate of a detection confirmed long enough ago that only its marker is left."""
-        return Outcome(
-            record_id=record_id,
-            detection_id=record_id,
-            state=DeliveryState.CONFIRMED.value,
-            duplicate=True,
-            uid="",
-            cot_type="",
-            cot_xml="",
-            object_class="",
-            geolocation={},
-        )
-
-    def _outcome_from_record(self, raw: dict[Any, Any]) -> Outcome:
-        record = self.records.decode(raw)
-        return Outcome(
-            record_id=record["id"],
-            detection_id=record.get("detection_id", record["id"]),
-            state=record.get("state", DeliveryState.QUEUED.value),
-            duplicate=True,
-            uid=record.get("uid", ""),
-            cot_type=record.get("cot_type", ""),
-            cot_xml=record.get("cot", ""),
-            object_class=record.get("object_class", ""),
-            geolocation=record.get("geolocation", {}),
-            filter_reason=record.get("filter_reason"),
-        )
