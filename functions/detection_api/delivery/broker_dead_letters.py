@@ -48,18 +48,31 @@ def _seen_key(source: str, event_id: str) -> str:
     return SEEN_PREFIX + digest
 
 
+# KEYS: seen marker, stream; ARGV: retention, max entries, received_at, attributes, data.
+# The marker and the entry are written together or not at all (a retry after a failure stores it).
+_STORE_SCRIPT = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+           'received_at', ARGV[3], 'attributes', ARGV[4], 'data', ARGV[5])
+return 1
+"""
+
+
 def store(redis: Redis, attributes: dict[str, str], data: str, *, retention_seconds: int) -> bool:
     """Store one dead letter; False when this (source, id) was stored already."""
     source, event_id = attributes.get("source", ""), attributes.get("id", "")
-    if not redis.set(_seen_key(source, event_id), "1", nx=True, ex=retention_seconds):
-        return False
-    fields = {
-        "received_at": repr(time.time()),
-        "attributes": json.dumps(attributes, ensure_ascii=False, separators=(",", ":")),
-        "data": data,
-    }
-    redis.xadd(STREAM_KEY, fields, maxlen=MAX_LETTERS, approximate=True)  # type: ignore[arg-type]
-    return True
+    stored = redis.eval(
+        _STORE_SCRIPT,
+        2,
+        _seen_key(source, event_id),
+        STREAM_KEY,
+        retention_seconds,
+        MAX_LETTERS,
+        repr(time.time()),
+        json.dumps(attributes, ensure_ascii=False, separators=(",", ":")),
+        data,
+    )
+    return bool(stored)
 
 
 def _text(value: Any) -> str:
