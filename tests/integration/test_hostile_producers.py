@@ -135,9 +135,11 @@ def test_the_same_producer_resending_is_a_duplicate(url, redis_server):
     assert again.status == 201 and again.json["duplicate"] is True
     assert again.json["id"] == first.json["id"]
     ev = event(detection(), "ev-9", "/cams/north")
+    numbered = detection(detection_id=42, camera_id=7)  # integer ids, as trackers send them
+    assert v1(url, numbered, TEAM_A).json["id"] == v1(url, numbered, TEAM_A).json["id"]
     ce_first, ce_again = structured(url, ev, TEAM_A), structured(url, ev, TEAM_A)
     assert ce_again.json["duplicate"] is True and ce_again.json["id"] == ce_first.json["id"]
-    assert len(queued_record_ids(redis_server.client())) == 2  # one per detection, not four
+    assert len(queued_record_ids(redis_server.client())) == 3  # one per detection, not six
 
 
 def test_records_are_unguessable_and_read_only_by_their_producer(url):

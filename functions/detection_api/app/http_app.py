@@ -329,9 +329,20 @@ def _v1_identity(item: Any) -> tuple[str, ...] | None:
     """v1 producers that send a detection_id get idempotent retries; others get a new record.
     The id is the producer's per camera (cameras commonly number from 1), so the camera is part
     of the identity (and the authenticated producer, added by the Submission)."""
-    if isinstance(item, dict) and isinstance(item.get("detection_id"), str):
-        camera = item.get("camera_id")
-        return ("v1", camera if isinstance(camera, str) else "", item["detection_id"])
+    if not isinstance(item, dict):
+        return None
+    detection_id = _id_text(item.get("detection_id"))
+    if detection_id is None:
+        return None
+    return ("v1", _id_text(item.get("camera_id")) or "", detection_id)
+
+
+def _id_text(value: Any) -> str | None:
+    """An id as the model reads it: text, or an integer as its decimal text (never a bool)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     return None
 
 
