@@ -169,9 +169,10 @@ def _decoded_headers(headers: Mapping[str, str]) -> dict[str, str]:
 def _parse_binary(headers: Mapping[str, str], mt: str, body: bytes) -> IncomingEvent:
     raw = {name[3:]: value for name, value in headers.items() if name.startswith("ce-")}
     _check_attributes(raw, "ce-", _NOT_HEADER_TEXT)  # raw bytes: no C0 controls in headers
-    headers = _decoded_headers(headers)
-    attributes = {name[3:]: value for name, value in headers.items() if name.startswith("ce-")}
-    _check_attributes(attributes, "ce-")  # decoded text: the CloudEvents String rules
+    if any("%" in value for value in raw.values()):  # (most events need no decoding)
+        headers = _decoded_headers(headers)
+        attributes = {name[3:]: value for name, value in headers.items() if name.startswith("ce-")}
+        _check_attributes(attributes, "ce-")  # decoded text: the CloudEvents String rules
     # No Content-Type at all is read as JSON (some producers omit it); anything else must say JSON.
     # A CloudEvents media type with ce-* headers is two modes at once (the SDK would read it as
     # structured and fail on the body): refused, not guessed.
