@@ -176,3 +176,31 @@ def test_minting_refuses_unknown_scopes_long_ttls_and_short_secrets() -> None:
         TokenVerifier(Settings(jwt_secret_key="short"))
     minted = mint_token(settings, subject="x", scopes=["detections:read"], ttl_seconds=60)
     assert TokenVerifier(settings).verify(minted).scopes == frozenset({"detections:read"})
+
+
+def test_lifetime_is_measured_from_now_when_iat_and_nbf_are_absent() -> None:
+    verifier = TokenVerifier(hs_settings(jwt_max_lifetime_seconds=3600))
+    far = token({"exp": int(time.time()) + 30 * 86_400})  # no iat, no nbf: 30 days to live
+    assert "JWT_MAX_LIFETIME_SECONDS" in rejects(verifier, far)
+    near = token({"exp": int(time.time()) + 1800})
+    assert verifier.verify(near).subject == "drone-7"
+
+
+@pytest.mark.parametrize("subject", ["", "   ", "x" * 257])
+def test_the_subject_must_be_a_non_empty_bounded_string(subject: object) -> None:
+    assert "subject" in rejects(TokenVerifier(hs_settings()), token({"sub": subject}))
+
+
+def test_read_all_reads_everything_and_read_only_ones_own() -> None:
+    verifier = TokenVerifier(hs_settings())
+    reader = verifier.verify(token({"scope": "detections:read"}))
+    everything = verifier.verify(token({"scope": "detections:read-all"}))
+    assert reader.allows(Scope.READ) and not reader.reads_all
+    assert everything.allows(Scope.READ) and everything.reads_all
+    assert not everything.allows(Scope.WRITE)
+
+
+def test_a_missing_key_file_names_its_variable(tmp_path: Path) -> None:
+    settings = Settings(jwt_algorithm="RS256", jwt_public_key=str(tmp_path / "missing.pem"))
+    with pytest.raises(ValueError, match=r"^JWT_PUBLIC_KEY: cannot read the file"):
+        TokenVerifier(settings)

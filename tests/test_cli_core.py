@@ -201,7 +201,7 @@ def test_bad_configuration_exits_2() -> None:
     err = fails("geolocate", str(EXAMPLES / "detection.json"), env={"COT_TYPE_MAP": "[1]"})
     assert "error: configuration: COT_TYPE_MAP" in err
     err = fails("geolocate", str(EXAMPLES / "detection.json"), env={"COT_STALE_SECONDS": "0"})
-    assert "error: configuration COT_STALE_SECONDS" in err
+    assert "error: configuration: COT_STALE_SECONDS" in err
 
 
 def test_empty_list_gives_empty_output() -> None:

@@ -126,3 +126,65 @@ def test_reply_has_a_different_type_so_a_broker_cannot_loop_it() -> None:
     assert json.loads(body) == {"id": "r"}
     batch = json.loads(ce.batch_reply([reply, reply]))
     assert [item["type"] for item in batch] == ["org.detectionapi.detection.geolocated"] * 2
+
+
+# -- bounds and the HTTP binding's percent-encoding (issue 10) ------------------------------------
+
+
+@pytest.mark.parametrize(("name", "limit"), [("id", 256), ("type", 256), ("source", 512)])
+def test_every_attribute_is_bounded(name: str, limit: int) -> None:
+    headers, body = to_structured(_event(**{name: "x" * limit}))
+    ce.parse_request(headers, body)  # at the limit: accepted
+    headers, body = to_structured(_event(**{name: "x" * (limit + 1)}))
+    problem = _problem(headers, body)
+    assert problem.status == 400 and problem.errors[0]["path"] == name
+    headers, body = to_binary(_event(**{name: "x" * (limit + 1)}))
+    assert _problem(headers, body).errors[0]["path"] == f"ce-{name}"
+
+
+def test_extension_attributes_are_bounded_in_number_and_length() -> None:
+    headers, body = to_structured(_event(**{f"ext{i}": "v" for i in range(40)}))
+    assert _problem(headers, body).status == 400
+    headers, body = to_binary(_event(myext="v" * 257))
+    assert _problem(headers, body).errors[0]["path"] == "ce-myext"
+
+
+def test_binary_headers_are_percent_decoded() -> None:
+    headers, body = to_binary(_event())
+    headers = {**headers, "ce-id": "caf%C3%A9%20%25", "ce-source": "/n%C3%B8rth"}
+    _, events = ce.parse_request(headers, body)
+    assert events[0].event_id == "café %" and events[0].source == "/nørth"
+
+
+@pytest.mark.parametrize("value", ["%FF", "%C3", "a%0Ab"])
+def test_bad_percent_encoding_and_encoded_controls_are_400(value: str) -> None:
+    headers, body = to_binary(_event())
+    problem = _problem({**headers, "ce-id": value}, body)
+    assert problem.status == 400 and problem.errors[0]["path"] == "ce-id"
+
+
+def test_dead_letters_keep_knatives_error_attributes_and_any_data() -> None:
+    headers, _ = to_binary(_event())
+    headers = {
+        **headers,
+        "ce-knativeerrorcode": "500",
+        "ce-knativeerrordest": "http://detection-api.ns.svc/",
+        "ce-knativeerrordata": "x" * 4000,
+        "content-type": "text/plain",
+    }
+    letter = ce.parse_dead_letter(headers, b"not json \xff")
+    assert letter.attributes["knativeerrorcode"] == "500"
+    assert letter.attributes["knativeerrordata"] == "x" * 4000
+    assert letter.data == "not json \ufffd"
+    _, body = to_structured(_event())
+    structured = ce.parse_dead_letter({"Content-Type": ce.STRUCTURED_MEDIA_TYPE}, body)
+    assert structured.attributes["id"] == "e-1" and json.loads(structured.data) == DATA
+    with pytest.raises(Problem) as info:
+        ce.parse_dead_letter({"Content-Type": "application/json"}, b"{}")
+    assert info.value.status == 415
+
+
+def test_ce_headers_with_a_cloudevents_media_type_are_415_not_500() -> None:
+    headers, _ = to_binary(_event(id="0" * 256))
+    for media in (ce.STRUCTURED_MEDIA_TYPE, ce.BATCH_MEDIA_TYPE):
+        assert _problem({**headers, "content-type": media}, b"[null, null]").status == 415

@@ -225,7 +225,7 @@ def test_config_defaults_match_settings_defaults() -> None:
     ],
 )
 def test_bad_settings_are_refused(overrides: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=f"(?i){message}"):
         CoreConfig.from_settings(Settings(**overrides))
 
 

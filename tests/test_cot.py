@@ -22,6 +22,7 @@ from detection_api.cot import (
     cot_time,
     cot_type_for,
     detection_uid,
+    label_safe,
     normalise_class,
     parse_type_map,
     xml_safe,
@@ -475,3 +476,37 @@ def test_ping_is_a_tak_ping_event() -> None:
     assert (float(point.get("lat")), float(point.get("lon"))) == (0.0, 0.0)
     assert float(point.get("ce")) == float(point.get("le")) == 9_999_999.0
     assert root.find("detail") is not None
+
+
+# -- many producers (issue 10) -------------------------------------------------------------------
+
+
+def test_track_uids_are_scoped_to_the_producer() -> None:
+    def uid(producer: str | None) -> str:
+        return detection_uid(
+            record_id="a" * 32, camera_id="cam-1", track_id="17", source="s", producer=producer
+        )
+
+    assert uid("sub:team-a") != uid("sub:team-b")
+    assert uid("sub:team-a") == uid("sub:team-a")  # the producer's own marker still moves
+    # sha256("sub:team-a")[:12], then the camera and track as before
+    assert uid("sub:team-a") == "detection-api.161a5c32be0b.cam-1.track.17"
+    assert uid(None) == "detection-api.cam-1.track.17"
+
+
+BIDI_AND_C1 = "\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c\u202a\u202b\u202c\u202d\x85\x9b"
+
+
+def test_bidi_and_c1_controls_never_reach_a_map_label() -> None:
+    xml = build(
+        facts=facts(object_class=f"car{BIDI_AND_C1}", track_id=None, detection_id="d\u202e1")
+    )
+    root = etree.fromstring(xml.encode())
+    callsign = root.find("detail/contact").get("callsign")
+    remarks = root.find("detail/remarks").text
+    assert callsign == "car d1"
+    assert remarks.startswith("car 87% |")
+    for text in (callsign, remarks):
+        assert not set(text) & set(BIDI_AND_C1)
+    assert label_safe("ok\u202ereversed") == "okreversed"
+    assert label_safe("zone café ✓") == "zone café ✓"  # ordinary Unicode stays

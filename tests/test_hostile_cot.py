@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from detection_api.core import CoreConfig, process_detection
-from detection_api.cot import DETAIL_ELEMENT, xml_safe
+from detection_api.cot import DETAIL_ELEMENT, label_safe, xml_safe
 from detection_api.model import parse_detection
 from test_cot import RAW_AMPERSAND, assert_valid_cot
 
@@ -106,7 +106,7 @@ def test_hostile_text_in_every_field_gives_a_valid_escaped_event(
     assert mine.get("source") == xml_safe(source)
     assert mine.get("id") == xml_safe(detection_id)
     assert root.find("detail/link").get("uid") == EXAMPLE["camera_id"]
-    assert root.find("detail/remarks").text.startswith(xml_safe(object_class.strip()))
+    assert root.find("detail/remarks").text.startswith(label_safe(object_class.strip()))
 
 
 def test_every_hostile_string_is_accepted_as_a_class_and_round_trips() -> None:

@@ -511,3 +511,33 @@ def test_model_and_schema_agree_on_valid_payloads(data: dict[str, Any]) -> None:
     x, y = det.pixel
     assert 0 <= x <= det.sensor_metadata.image_width
     assert 0 <= y <= det.sensor_metadata.image_height
+
+
+# -- every string that arrives is bounded (issue 10) ----------------------------------------------
+
+
+def _strings(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    if isinstance(node, dict):
+        if node.get("type") == "string":
+            found.append((path, node))
+        for key, value in node.items():
+            found.extend(_strings(value, f"{path}/{key}"))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found.extend(_strings(value, f"{path}[{index}]"))
+    return found
+
+
+def test_every_string_field_has_a_bound() -> None:
+    from detection_api.model import detection_json_schema
+
+    unbounded = [p for p, s in _strings(detection_json_schema()) if "maxLength" not in s]
+    # The two without maxLength are bounded otherwise: the timestamp by its RFC 3339 pattern,
+    # the image by max_image_bytes (checked below).
+    assert sorted(unbounded) == ["/properties/image_base64/anyOf[0]", "/properties/timestamp"]
+    assert error_locs(payload(timestamp="2026-11-26T14:05:09" + "9" * 10_000 + "Z")) == [
+        ("timestamp",)
+    ]
+    big = base64.b64encode(b"x" * 1025).decode()
+    assert error_locs(payload(image_base64=big), max_image_bytes=1024) == [("image_base64",)]

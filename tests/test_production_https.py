@@ -144,7 +144,7 @@ def test_the_doc_gives_the_exact_patch_commands() -> None:
 
 def app_routes() -> set[str]:
     settings = Settings(redis_url="redis://127.0.0.1:1/0", jwt_secret_key="k" * 32)
-    app = create_app(settings, redis.Redis.from_url(settings.redis_url))
+    app = create_app(settings, redis.Redis.from_url(settings.redis_url.get_secret_value()))
     # Flask's default static route serves nothing here (no static folder).
     return {r.rule for r in app.url_map.iter_rules() if not r.rule.startswith("/static")}
 

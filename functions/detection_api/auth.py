@@ -11,21 +11,26 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
 
 from detection_api.settings import Settings
 
 SUPPORTED_ALGORITHMS = frozenset({"HS256", "RS256", "ES256"})
+T = TypeVar("T")
+# A subject names a producer (its records, its rate limit, its markers): bounded like other ids.
+MAX_SUBJECT_LENGTH = 256
 
 
 class Scope(StrEnum):
     WRITE = "detections:write"
-    READ = "detections:read"
+    READ = "detections:read"  # the records of the token's own producer (its subject)
+    READ_ALL = "detections:read-all"  # every producer's records (operators, dashboards)
     ADMIN = "admin"
 
 
@@ -36,7 +41,14 @@ class Principal:
     via: str  # "jwt", "eventing-oidc", "cluster-trust" or "auth-disabled"
 
     def allows(self, scope: Scope) -> bool:
+        if scope is Scope.READ and Scope.READ_ALL.value in self.scopes:
+            return True
         return scope.value in self.scopes or Scope.ADMIN.value in self.scopes
+
+    @property
+    def reads_all(self) -> bool:
+        """May read every producer's records, not only its own."""
+        return bool({Scope.ADMIN.value, Scope.READ_ALL.value} & self.scopes)
 
 
 class AuthError(Exception):
@@ -69,6 +81,16 @@ def _jwks_keys(path: str) -> dict[str | None, Any]:
     return {key.key_id: key for key in keyset.keys}
 
 
+def _loaded(name: str, load: Callable[[str], T], value: str) -> T:
+    """Load a key setting at start; a failure names the variable (never the key's content)."""
+    try:
+        return load(value)
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot read the file ({exc.strerror})") from None
+    except (ValueError, jwt.PyJWTError) as exc:
+        raise ValueError(f"{name}: not a usable key ({exc.__class__.__name__})") from None
+
+
 class TokenVerifier:
     def __init__(self, settings: Settings) -> None:
         algorithm = settings.jwt_algorithm.upper()
@@ -79,16 +101,19 @@ class TokenVerifier:
         self._key: Any = None
         self._jwks: dict[str | None, Any] = {}
         if algorithm == "HS256":
-            if settings.jwt_secret_key:
-                if len(settings.jwt_secret_key.encode()) < 32:
+            secret = settings.jwt_secret_key.get_secret_value() if settings.jwt_secret_key else ""
+            if secret:
+                if len(secret.encode()) < 32:
                     raise ValueError("JWT_SECRET_KEY must be at least 32 bytes for HS256")
-                self._key = settings.jwt_secret_key
+                self._key = secret
         elif settings.jwt_jwks_file:
-            self._jwks = _jwks_keys(settings.jwt_jwks_file)
+            self._jwks = _loaded("JWT_JWKS_FILE", _jwks_keys, settings.jwt_jwks_file)
         elif settings.jwt_public_key:
-            self._key = _pem(settings.jwt_public_key)
+            self._key = _loaded("JWT_PUBLIC_KEY", _pem, settings.jwt_public_key)
         self._oidc_jwks: dict[str | None, Any] = (
-            _jwks_keys(settings.eventing_oidc_jwks_file) if settings.eventing_oidc_jwks_file else {}
+            _loaded("EVENTING_OIDC_JWKS_FILE", _jwks_keys, settings.eventing_oidc_jwks_file)
+            if settings.eventing_oidc_jwks_file
+            else {}
         )
 
     @property
@@ -181,11 +206,15 @@ class TokenVerifier:
             raise AuthError(401, f"token lacks the {exc.claim!r} claim") from None
         except (jwt.PyJWTError, ValueError, TypeError):
             raise AuthError(401, "token signature or format invalid") from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject.strip() or len(subject) > MAX_SUBJECT_LENGTH:
+            raise AuthError(401, "token subject must be a non-empty string")
+        # Lifetime from iat (else nbf); a token with neither is measured from now, so leaving the
+        # claims out never buys a longer-lived token.
         issued = claims.get("iat", claims.get("nbf"))
-        if isinstance(issued, int | float):
-            lifetime = claims["exp"] - issued
-            if lifetime > self.settings.jwt_max_lifetime_seconds:
-                raise AuthError(401, "token lifetime exceeds JWT_MAX_LIFETIME_SECONDS")
+        start = issued if isinstance(issued, int | float) else time.time()
+        if claims["exp"] - start > self.settings.jwt_max_lifetime_seconds:
+            raise AuthError(401, "token lifetime exceeds JWT_MAX_LIFETIME_SECONDS")
         return claims
 
 
@@ -208,11 +237,11 @@ def mint_token(
     if algorithm == "HS256":
         if not settings.jwt_secret_key:
             raise ValueError("JWT_SECRET_KEY is not set")
-        key: Any = settings.jwt_secret_key
+        key: Any = settings.jwt_secret_key.get_secret_value()
     else:
         if not settings.jwt_private_key:
             raise ValueError(f"JWT_PRIVATE_KEY is needed to mint {algorithm} tokens")
-        key = _pem(settings.jwt_private_key)
+        key = _pem(settings.jwt_private_key.get_secret_value())
     issued = int(now if now is not None else time.time())
     claims: dict[str, Any] = {
         "sub": subject,

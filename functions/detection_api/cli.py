@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from detection_api.settings import ConfigError  # (pydantic only: no Flask, Redis or sockets)
+
 # verb -> module under detection_api.commands that implements run(args)
 _VERB_MODULES = {
     "geolocate": "core",
@@ -70,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scope",
         action="append",
         default=None,
-        choices=("detections:write", "detections:read", "admin"),
+        choices=("detections:write", "detections:read", "detections:read-all", "admin"),
         help="repeat for several (default: detections:write)",
     )
     p.add_argument(
@@ -81,25 +83,34 @@ def build_parser() -> argparse.ArgumentParser:
     status = actions.add_parser("status", help="depths, oldest age, forwarders, TAK connection")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     dead = actions.add_parser("dead", help="list dead letters with their reasons")
-    dead.add_argument("--queue", default="tak", choices=("tak", "notify"))
+    dead.add_argument(
+        "--queue",
+        default=None,
+        choices=("tak", "notify", "broker"),
+        help="default: tak, then the Broker's dead letters (--json: tak only)",
+    )
     dead.add_argument("--json", action="store_true", help="machine-readable output")
     requeue = actions.add_parser("requeue", help="send dead letters again (front of the queue)")
     requeue.add_argument("ids", nargs="*", metavar="ID", help="job ids (see `queue dead`)")
     requeue.add_argument("--all", action="store_true", help="every dead letter")
-    requeue.add_argument("--queue", default="tak", choices=("tak", "notify"))
+    requeue.add_argument("--queue", default="tak", choices=("tak", "notify", "broker"))
     purge = actions.add_parser("purge", help="delete old dead letters")
     purge.add_argument("--dead", action="store_true", required=True, help="purge dead letters")
     purge.add_argument(
         "--older-than", required=True, metavar="DURATION", help="e.g. 90s, 30m, 12h, 7d"
     )
-    purge.add_argument("--queue", default="tak", choices=("tak", "notify"))
+    purge.add_argument("--queue", default="tak", choices=("tak", "notify", "broker"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module = importlib.import_module(f"detection_api.commands.{_VERB_MODULES[args.verb]}")
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except ConfigError as exc:  # a bad setting: one line naming it, never a traceback
+        print(f"detection-api {args.verb}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -93,13 +93,19 @@ def process_detection(
     record_id: str,
     detection_id: str,
     now: datetime | None = None,
+    producer: str | None = None,
 ) -> ProcessedDetection:
     """Geolocate ``det`` and build its CoT event. Raises ``GeolocationError`` (with the reason)
-    when the ray through the pixel does not reach the ground within range."""
+    when the ray through the pixel does not reach the ground within range. ``producer`` (the
+    authenticated identity) scopes track uids, so producers cannot move each other's markers."""
     geolocation = geolocate(det, config)
     generated_at = now if now is not None else datetime.now(UTC)
     uid = detection_uid(
-        record_id=record_id, camera_id=det.camera_id, track_id=det.track_id, source=det.source
+        record_id=record_id,
+        camera_id=det.camera_id,
+        track_id=det.track_id,
+        source=det.source,
+        producer=producer,
     )
     cot_type = cot_type_for(det.object_class, config.type_map)
     facts = DetectionFacts(

@@ -16,9 +16,12 @@ Event shape::
 
 - Times are UTC RFC 3339 with ``Z`` and milliseconds. ``time`` is the generation time, ``start``
   the capture timestamp, ``stale`` the later of the two plus the stale period.
-- ``uid`` is ``detection-api.<camera>.track.<track_id>`` when the producer tracks objects (the
-  marker moves instead of multiplying; camera is ``camera_id``, else the source, else
-  ``unknown``), otherwise ``detection-api.<record_id>``.
+- ``uid`` is ``detection-api.<producer tag>.<camera>.track.<track_id>`` when the producer tracks
+  objects (the marker moves instead of multiplying; camera is ``camera_id``, else the source, else
+  ``unknown``; the producer tag is 12 hex characters of the SHA-256 of the authenticated producer,
+  so no producer can move another's marker), otherwise ``detection-api.<record_id>``.
+- Map labels (``callsign``, ``remarks``, the sensor link) lose C1 and bidirectional control
+  characters as well as what XML forbids.
 - ``contact callsign`` is ``<class> <track_id>``, else ``<class> <last 6 characters of the
   detection id>``: short enough for a map label, distinct between consecutive detections.
 - ``<link relation="p-p">`` (parent-producer) names the camera (``camera_id``, else the source)
@@ -53,6 +56,7 @@ weapon                                         a-u-G-E-W           ground weapon
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -115,7 +119,12 @@ _COT_TYPE = re.compile(r"^\w+(-\w+)*$", re.ASCII)
 _CLASS_SEPARATORS = re.compile(r"[\s_-]+")
 # Everything XML 1.0 does not allow in a document (C0 controls but tab/LF/CR, surrogates, FFFE/F).
 _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# Also removed from map labels (callsign, remarks): C1 controls and the Unicode bidirectional
+# controls (ALM, LRM, RLM, embeddings, overrides, isolates), which can make a label read as
+# something else on a TAK client ("Trojan Source"-style spoofing of a callsign).
+_NOT_LABEL_CHAR = re.compile("[\x80-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _UID_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
+_PRODUCER_TAG_CHARS = 12
 _MAX_UID_PART = 128
 _MAX_CALLSIGN = 64
 _CALLSIGN_ID_CHARS = 6
@@ -169,17 +178,40 @@ def xml_safe(value: str) -> str:
     return _NOT_XML_CHAR.sub("", value)
 
 
+def label_safe(value: str) -> str:
+    """Text for a map label: ``xml_safe`` and without C1 or bidirectional control characters."""
+    if value.isascii() and value.isprintable():
+        return value
+    return _NOT_LABEL_CHAR.sub("", _NOT_XML_CHAR.sub("", value))
+
+
 def _uid_part(value: str) -> str:
     return _UID_UNSAFE.sub("_", value)[:_MAX_UID_PART] or "_"
 
 
+def producer_tag(producer: str) -> str:
+    """A short, stable tag of the authenticated producer for track uids (not the subject itself,
+    which need not be shown to every TAK user)."""
+    return hashlib.sha256(producer.encode("utf-8", "surrogatepass")).hexdigest()[
+        :_PRODUCER_TAG_CHARS
+    ]
+
+
 def detection_uid(
-    *, record_id: str, camera_id: str | None, track_id: str | None, source: str | None
+    *,
+    record_id: str,
+    camera_id: str | None,
+    track_id: str | None,
+    source: str | None,
+    producer: str | None = None,
 ) -> str:
-    """Stable per camera + track when the producer tracks objects, else one per detection."""
+    """Stable per camera + track when the producer tracks objects, else one per detection. With
+    a ``producer`` (the authenticated identity) the track uid is scoped to it, so one producer
+    naming another's camera and track moves its own marker, never the other's."""
     if track_id:
-        camera = camera_id or source or "unknown"
-        return f"{UID_PREFIX}.{_uid_part(camera)}.track.{_uid_part(track_id)}"
+        camera = _uid_part(camera_id or source or "unknown")
+        scope = f"{producer_tag(producer)}." if producer else ""
+        return f"{UID_PREFIX}.{scope}{camera}.track.{_uid_part(track_id)}"
     return f"{UID_PREFIX}.{_uid_part(record_id)}"
 
 
@@ -300,9 +332,9 @@ def build_detection_event(
         },
     )
     detail = ET.SubElement(event, "detail")
-    ET.SubElement(detail, "contact", {"callsign": xml_safe(_callsign(facts))})
-    ET.SubElement(detail, "remarks").text = xml_safe(_remarks(facts, geo))
-    sensor = xml_safe(facts.camera_id or facts.source or "")
+    ET.SubElement(detail, "contact", {"callsign": label_safe(_callsign(facts))})
+    ET.SubElement(detail, "remarks").text = label_safe(_remarks(facts, geo))
+    sensor = label_safe(facts.camera_id or facts.source or "")
     if sensor.strip():
         ET.SubElement(detail, "link", {"uid": sensor, "type": SENSOR_LINK_TYPE, "relation": "p-p"})
     ET.SubElement(

@@ -251,3 +251,66 @@ def test_stack_config_port_comes_from_the_option_then_port(tmp_path):
         port(None, {"PORT": "eighty"})
     with pytest.raises(StackError, match=r"1\.\.65535"):
         port(0, {})
+
+
+def _listening_inodes() -> dict[str, str]:
+    """inode -> local address of every listening TCP socket (IPv4 and IPv6)."""
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                found[fields[9]] = fields[1]
+    return found
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    return inodes
+
+
+def _group_pids(pgid: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                pids.append(int(stat.parent.name))
+    return pids
+
+
+_LOOPBACK_HEX = ("0100007F:", "00000000000000000000000001000000:")  # 127.0.0.1, ::1
+
+
+def test_up_listens_on_loopback_only_and_keeps_its_files_private(run_up, tmp_path):
+    up = run_up()
+    up.wait_for_line(READY_LINE, timeout=120)
+    children = up.children()
+    listening = _listening_inodes()
+    addresses = {}
+    for name, (pgid, _) in children.items():
+        for pid in _group_pids(pgid):
+            for inode in _socket_inodes(pid) & listening.keys():
+                addresses[f"{name}/{pid}"] = listening[inode]
+    assert {key.split("/")[0] for key in addresses} >= {"redis", "taky", "function"}, addresses
+    exposed = {k: a for k, a in addresses.items() if not a.startswith(_LOOPBACK_HEX)}
+    # The forwarder's metrics port is the forwarder's own setting (0.0.0.0 for Prometheus in
+    # a pod); every service the stack itself configures listens on loopback only.
+    assert {k.split("/")[0] for k in exposed} <= {"forwarder"}, exposed
+    data = tmp_path / "data"
+    assert data.stat().st_mode & 0o777 == 0o700
+    up.popen.send_signal(signal.SIGTERM)
+    assert up.wait(timeout=90) == 0, up.output
+    written = [
+        p
+        for p in (*data.glob("redis/**/*"), *data.glob("logs/*"), *data.glob("taky/cot-log/*"))
+        if p.is_file()
+    ]
+    assert any("appendonly" in str(p) for p in written), written
+    assert any(p.parent.name == "logs" for p in written), written
+    loose = {str(p): oct(p.stat().st_mode & 0o777) for p in written if p.stat().st_mode & 0o077}
+    assert loose == {}

@@ -24,6 +24,7 @@ FUNCTION_METRICS: dict[str, Kind] = {
     "detection_api_detections_total": Kind.COUNTER,  # {outcome, object_class}
     "detection_api_rejections_total": Kind.COUNTER,  # {reason}
     "detection_api_ce90_meters": Kind.HISTOGRAM,
+    "detection_api_broker_dead_letters_total": Kind.COUNTER,  # {error_code}
     "detection_queue_depth": Kind.GAUGE,  # {queue}, read from Redis at scrape time
 }
 

@@ -12,8 +12,12 @@ Hostile input stops here, as a 400 problem, before anything reaches Redis or a r
 - Attribute values follow the CloudEvents String type: no control characters (U+0000-U+001F,
   U+007F-U+009F), no Unicode noncharacters, no unpaired surrogates. A newline in an ``id`` would
   otherwise reach the ``ce-subject`` header of the reply.
-- Reply headers are percent-encoded as the HTTP binding requires (``binary_reply``), so any
-  Unicode a producer put in its event id travels safely.
+- Every attribute is bounded: ``MAX_ATTRIBUTE_CHARS`` characters (a few named ones more, see
+  ``_ATTRIBUTE_LIMITS``) and at most ``MAX_ATTRIBUTES`` attributes, so an id can neither fill
+  Redis, nor the logs, nor the reply's ``ce-subject`` header.
+- Binary-mode ``ce-*`` header values are percent-decoded (UTF-8) as the HTTP binding requires
+  (3.1.3.2) before anything looks at them; reply headers are percent-encoded (``binary_reply``),
+  so any Unicode a producer put in its event id travels safely both ways.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.exceptions import GenericException
@@ -36,6 +40,11 @@ BATCH_MEDIA_TYPE = "application/cloudevents-batch+json"
 STRUCTURED_MEDIA_TYPE = "application/cloudevents+json"
 REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type")
 REPLY_SOURCE = "/detection-api"
+MAX_ATTRIBUTE_CHARS = 256
+MAX_ATTRIBUTES = 32
+# Longer bounds for attributes that are longer by nature: Knative's error data (the base64 of a
+# failed delivery's answer, truncated by Knative) on dead letters, and URIs.
+_ATTRIBUTE_LIMITS = {"knativeerrordata": 8192, "source": 512, "dataschema": 1024}
 
 # CloudEvents 1.0 String type: these code points are not allowed in attribute values.
 _NONCHARACTERS = "\ufdd0-\ufdef" + "".join(
@@ -82,6 +91,19 @@ def _check_attributes(
     ]
     if errors:
         raise invalid("missing CloudEvents attributes", errors)
+    if len(attrs) > MAX_ATTRIBUTES + 2:  # (+ data / data_base64 of a structured event)
+        raise invalid(f"a CloudEvent may carry at most {MAX_ATTRIBUTES} attributes")
+    too_long = [
+        {
+            "path": f"{where}{name[:64]}",
+            "message": f"longer than {_ATTRIBUTE_LIMITS.get(name, MAX_ATTRIBUTE_CHARS)} characters",
+        }
+        for name, value in attrs.items()
+        if name not in {"data", "data_base64"}
+        and (len(name) > 64 or len(str(value)) > _ATTRIBUTE_LIMITS.get(name, MAX_ATTRIBUTE_CHARS))
+    ]
+    if too_long:
+        raise invalid("CloudEvents attribute too long", too_long)
     bad_text = [
         {
             "path": f"{where}{name}",
@@ -128,10 +150,34 @@ def parse_request(headers: Mapping[str, str], body: bytes) -> tuple[str, list[In
     )
 
 
+def _decoded_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Lower-cased headers with the ``ce-*`` values percent-decoded (UTF-8, strictly)."""
+    out: dict[str, str] = {}
+    bad: list[dict[str, str]] = []
+    for name, value in headers.items():
+        out[name] = value
+        if name.startswith("ce-") and "%" in value:
+            try:
+                out[name] = unquote(value, encoding="utf-8", errors="strict")
+            except UnicodeDecodeError:
+                bad.append({"path": name[:64], "message": "percent-encoding is not UTF-8"})
+    if bad:
+        raise invalid("CloudEvents header values must percent-encode UTF-8", bad)
+    return out
+
+
 def _parse_binary(headers: Mapping[str, str], mt: str, body: bytes) -> IncomingEvent:
-    attributes = {name[3:]: value for name, value in headers.items() if name.startswith("ce-")}
-    _check_attributes(attributes, "ce-", _NOT_HEADER_TEXT)
+    raw = {name[3:]: value for name, value in headers.items() if name.startswith("ce-")}
+    _check_attributes(raw, "ce-", _NOT_HEADER_TEXT)  # raw bytes: no C0 controls in headers
+    if any("%" in value for value in raw.values()):  # (most events need no decoding)
+        headers = _decoded_headers(headers)
+        attributes = {name[3:]: value for name, value in headers.items() if name.startswith("ce-")}
+        _check_attributes(attributes, "ce-")  # decoded text: the CloudEvents String rules
     # No Content-Type at all is read as JSON (some producers omit it); anything else must say JSON.
+    # A CloudEvents media type with ce-* headers is two modes at once (the SDK would read it as
+    # structured and fail on the body): refused, not guessed.
+    if mt in {STRUCTURED_MEDIA_TYPE, BATCH_MEDIA_TYPE}:
+        raise _unsupported("ce-* headers make a binary-mode event: send its data as JSON")
     if mt and not _is_json_media(mt):
         raise _unsupported("binary-mode data must be JSON (Content-Type: application/json)")
     # The data is parsed here, strictly, and handed to the SDK already parsed.
@@ -195,6 +241,47 @@ def _parse_batch(body: bytes) -> list[IncomingEvent]:
     if not raw:
         raise invalid("the CloudEvents batch is empty")
     return [_structured_from_dict(item, f"[{i}].") for i, item in enumerate(raw)]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A CloudEvent the Broker could not deliver, as Knative hands it to a dead-letter sink."""
+
+    attributes: dict[str, str]
+    data: str  # the event data as text (truncated to MAX_DEAD_LETTER_DATA characters)
+
+
+MAX_DEAD_LETTER_DATA = 65_536
+
+
+def parse_dead_letter(headers: Mapping[str, str], body: bytes) -> DeadLetter:
+    """Binary or structured; the data is kept as text whatever its type (a dead letter is stored
+    for an operator to read, not processed). Attributes are checked as for any event."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if "ce-specversion" in lowered or "ce-id" in lowered:
+        raw = {name[3:]: value for name, value in lowered.items() if name.startswith("ce-")}
+        _check_attributes(raw, "ce-", _NOT_HEADER_TEXT)
+        decoded = _decoded_headers(lowered)
+        attributes = {k[3:]: v for k, v in decoded.items() if k.startswith("ce-")}
+        _check_attributes(attributes, "ce-")
+        if lowered.get("content-type"):
+            attributes["datacontenttype"] = lowered["content-type"][:MAX_ATTRIBUTE_CHARS]
+        data = body.decode("utf-8", "replace")
+    elif media_type(lowered.get("content-type")) == STRUCTURED_MEDIA_TYPE:
+        event = load_json(body)
+        if not isinstance(event, dict):
+            raise invalid("a structured CloudEvent must be a JSON object")
+        _check_attributes(event, "")
+        attributes = {
+            k: str(v)
+            for k, v in event.items()
+            if k not in {"data", "data_base64"} and v is not None
+        }
+        value = event.get("data", event.get("data_base64"))
+        data = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    else:
+        raise _unsupported("a dead letter is a CloudEvent, binary or structured")
+    return DeadLetter(attributes, data[:MAX_DEAD_LETTER_DATA])
 
 
 def reply_event(data: Any, *, event_id: str, subject: str | None) -> CloudEvent:

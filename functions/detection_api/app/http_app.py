@@ -15,7 +15,7 @@ from typing import Any
 from xml.etree import ElementTree as ET  # nosec B405 # ElementTree only wraps the CoT events we generated
 
 from flask import Flask, Response, g, request
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import choose_encoder
 from redis import Redis
 from redis.exceptions import RedisError
@@ -26,22 +26,27 @@ from detection_api.app.ingest import Ingestor, Outcome, Submission
 from detection_api.app.metrics import FunctionMetrics, QueueDepthCollector
 from detection_api.app.openapi import openapi_document
 from detection_api.app.problems import PROBLEM_MEDIA_TYPE, Problem, redis_unavailable
+from detection_api.app.producers import may_read, producer_of
 from detection_api.app.security import install_auth, install_cors_and_headers, install_rate_limits
+from detection_api.auth import Principal
 from detection_api.cot import DEFAULT_TYPE_MAP
+from detection_api.delivery import broker_dead_letters
 from detection_api.logs import configure_logging
-from detection_api.settings import Settings, get_settings
+from detection_api.settings import ConfigError, Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
 XML = "application/xml"
 RECORD_PATH = "/api/v1/detections/"
+# Record fields that are bookkeeping, not part of the answer.
+_INTERNAL_FIELDS = frozenset({"idem"})
 
 
 def redis_from_settings(settings: Settings) -> Redis:
     # Short timeouts: a request must answer 503 quickly when Redis is gone, not hang a thread.
     return Redis.from_url(
-        settings.redis_url,
+        settings.redis_url.get_secret_value(),
         socket_connect_timeout=2,
         socket_timeout=5,
         health_check_interval=15,
@@ -117,7 +122,13 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     # After the timer hook: auth first (the rate-limit key is the token subject), then limits.
     install_cors_and_headers(app, settings)
     install_auth(app, settings)
-    install_rate_limits(app, settings)
+    charge = install_rate_limits(app, settings)
+    dead_letters_received = Counter(
+        "detection_api_broker_dead_letters_total",
+        "Broker dead letters received on POST /dead-letters (stored for `queue dead`)",
+        ["error_code"],
+        registry=registry,
+    )
 
     # -- ingest -----------------------------------------------------------------------------------
 
@@ -129,6 +140,23 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             metrics.detections.labels(kind, metrics.class_label(outcome.object_class)).inc()
             if not outcome.duplicate:
                 metrics.ce90.observe(outcome.geolocation["ce90_m"])
+
+    def principal() -> Principal:
+        return g.principal  # type: ignore[no-any-return] # set by install_auth for every route here
+
+    def admit(count: int) -> None:
+        """Bounds on the request's number of detections, before any of them is processed."""
+        cap = settings.max_detections_per_request
+        if count > cap:
+            raise Problem(
+                413,
+                "too_many_detections",
+                "Too many detections",
+                f"{count} detections in one request; MAX_DETECTIONS_PER_REQUEST is {cap}: "
+                "split the request",
+                max_detections=cap,
+            )
+        charge(count - 1)  # the request itself paid for one
 
     def ingest(submissions: list[Submission], *, batch: bool) -> list[Outcome]:
         try:
@@ -152,6 +180,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     @app.post("/")
     def cloudevents_endpoint() -> Response:
         mode, events = ce.parse_request(request.headers, read_body())
+        admit(len(events))
         accepted = settings.accepted_event_types
         wrong = [
             {"path": f"[{i}].type" if mode == "batch" else "type", "message": "not accepted"}
@@ -172,6 +201,8 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
                 identity=("ce", event.source, event.event_id),
                 event_id=event.event_id,
                 event_source=event.source,
+                producer=producer_of(principal(), event.source),
+                identity_path="id",
             )
             for event in events
         ]
@@ -199,7 +230,12 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         payload = ce.load_json(read_body())
         batch = isinstance(payload, list)
         items = payload if batch else [payload]
-        submissions = [Submission(payload=item, identity=_v1_identity(item)) for item in items]
+        admit(len(items))
+        producer = producer_of(principal())
+        submissions = [
+            Submission(payload=item, identity=_v1_identity(item), producer=producer)
+            for item in items
+        ]
         outcomes = ingest(submissions, batch=batch)
         wants = request.accept_mimetypes.best_match([XML, JSON], default=XML)
         if wants == JSON:
@@ -211,19 +247,48 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         return response
 
     def existing_record(record_id: str) -> dict[str, Any]:
+        """The record, if this reader may see it: another producer's record is a 404 as well,
+        so a reader learns nothing about ids that are not its own."""
         record = ingestor.records.get(record_id) if _plausible_id(record_id) else None
-        if record is None:
+        if record is None or not may_read(principal(), record.get("producer")):
             raise Problem(404, "not_found", "Not found", "no detection with that id")
         return record
 
     @app.get("/api/v1/detections/<record_id>")
     def get_detection(record_id: str) -> Response:
-        return Response(json.dumps(existing_record(record_id)), mimetype=JSON)
+        record = existing_record(record_id)
+        body = {k: v for k, v in record.items() if k not in _INTERNAL_FIELDS}
+        return Response(json.dumps(body), mimetype=JSON)
 
     @app.get("/api/v1/detections/<record_id>/events")
     def get_detection_events(record_id: str) -> Response:
         existing_record(record_id)
         return Response(json.dumps(ingestor.audit.events_for(record_id)), mimetype=JSON)
+
+    @app.post("/dead-letters")
+    def receive_dead_letter() -> Response:
+        """The Broker Trigger's deadLetterSink: store the event for `detection-api queue dead`."""
+        letter = ce.parse_dead_letter(request.headers, read_body())
+        try:
+            stored = broker_dead_letters.store(
+                redis,
+                letter.attributes,
+                letter.data,
+                retention_seconds=settings.retention_seconds,
+            )
+        except RedisError:
+            raise redis_unavailable() from None  # Knative retries 5xx: the letter is not lost
+        code = letter.attributes.get("knativeerrorcode", "")
+        label = code if code.isdigit() and len(code) == 3 else "other"
+        if stored:
+            dead_letters_received.labels(label).inc()
+        log.warning(
+            "broker dead letter %s: error code %s",
+            "stored" if stored else "already stored",
+            label,
+            extra={"event_id": letter.attributes.get("id", "")[:128]},
+        )
+        return Response(status=202)
 
     # -- operations -------------------------------------------------------------------------------
 
@@ -261,9 +326,23 @@ def _plausible_id(record_id: str) -> bool:
 
 
 def _v1_identity(item: Any) -> tuple[str, ...] | None:
-    """v1 producers that send a detection_id get idempotent retries; others get a new record."""
-    if isinstance(item, dict) and isinstance(item.get("detection_id"), str):
-        return ("v1", item["detection_id"])
+    """v1 producers that send a detection_id get idempotent retries; others get a new record.
+    The id is the producer's per camera (cameras commonly number from 1), so the camera is part
+    of the identity (and the authenticated producer, added by the Submission)."""
+    if not isinstance(item, dict):
+        return None
+    detection_id = _id_text(item.get("detection_id"))
+    if detection_id is None:
+        return None
+    return ("v1", _id_text(item.get("camera_id")) or "", detection_id)
+
+
+def _id_text(value: Any) -> str | None:
+    """An id as the model reads it: text, or an integer as its decimal text (never a bool)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     return None
 
 
@@ -272,13 +351,19 @@ def _cot_document(outcomes: list[Outcome], batch: bool) -> bytes:
         return outcomes[0].cot_xml.encode()
     wrapper = ET.Element("events")
     for outcome in outcomes:
+        if not outcome.cot_xml:  # a duplicate whose record is gone: only its marker is left
+            continue
         wrapper.append(ET.fromstring(outcome.cot_xml))  # noqa: S314 - our own generated XML  # nosec B314 # parses our own generated CoT, never input
     return ET.tostring(wrapper, encoding="utf-8")
 
 
 @cache
 def get_app() -> Flask:
-    """The process-wide app (functions-framework imports main.py once per worker)."""
+    """The process-wide app, built when functions/main.py is imported (at start, not on the first
+    request). Raises ``ConfigError`` (one printable line) for a bad setting."""
     settings = get_settings()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    try:
+        return create_app(settings)
+    except (ValueError, OSError) as exc:  # settings only the components can judge (key files)
+        raise ConfigError(f"invalid configuration: {str(exc).splitlines()[0][:300]}") from None

@@ -3,15 +3,16 @@
 Framework-free: the HTTP layer turns CloudEvents and v1 JSON into ``Submission``s and the results
 back into responses. A request's detections are all-or-nothing: one invalid (400) or geometrically
 impossible (422) detection rejects the request and stores nothing, so a producer can fix and resend
-the whole thing. Redeliveries (same CloudEvent source+id, or same v1 detection_id) find their record
-and get the same answer without a second delivery.
+the whole thing. Redeliveries by the same producer (same CloudEvent source+id, or same v1 camera and
+detection_id) find their idempotency marker and get the same answer without a second delivery; the
+same identity twice in one request is a 400. Identities are always scoped to the authenticated
+producer (``Submission.producer``), so producers and cameras never collide (see records.py).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from rq import Queue
 
 from detection_api.app import problems
 from detection_api.app.problems import Problem
+from detection_api.app.submissions import Outcome, Submission, check_repeats, stored_outcomes
 from detection_api.core import CoreConfig, geolocation_as_dict, process_detection
 from detection_api.delivery.atomic import AtomicWriter
 from detection_api.delivery.audit import AuditEvent, AuditLog
@@ -42,8 +44,6 @@ from detection_api.delivery.records import (
     DeliveryState,
     RecordStore,
     new_record_id,
-    record_id_for,
-    record_key,
 )
 from detection_api.geo.types import GeolocationError
 from detection_api.model import Detection, parse_detection
@@ -52,46 +52,6 @@ from detection_api.settings import Settings
 log = logging.getLogger(__name__)
 
 _STORE_ATTEMPTS = 5
-
-
-@dataclass(frozen=True, slots=True)
-class Submission:
-    """One detection as received, with the producer's identity of it (for idempotency)."""
-
-    payload: Any
-    identity: tuple[str, ...] | None = None  # e.g. ("ce", source, id); None: always new
-    event_id: str | None = None  # CloudEvent id: the detection id when the payload has none
-    event_source: str | None = None
-
-
-@dataclass(slots=True)
-class Outcome:
-    record_id: str
-    detection_id: str
-    state: str
-    duplicate: bool
-    uid: str
-    cot_type: str
-    cot_xml: str
-    object_class: str
-    geolocation: dict[str, Any]
-    filter_reason: str | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "id": self.record_id,
-            "detection_id": self.detection_id,
-            "state": self.state,
-            "uid": self.uid,
-            "cot_type": self.cot_type,
-            "object_class": self.object_class,
-            "geolocation": self.geolocation,
-        }
-        if self.filter_reason:
-            body["filter_reason"] = self.filter_reason
-        if self.duplicate:
-            body["duplicate"] = True
-        return body
 
 
 class Ingestor:
@@ -139,9 +99,8 @@ class Ingestor:
             raise problems.invalid("no detections in the request")
         try:
             detections = self.validate(submissions, batch=batch)
-            record_ids = [
-                record_id_for(*s.identity) if s.identity else new_record_id() for s in submissions
-            ]
+            check_repeats(submissions, batch=batch)
+            record_ids = [new_record_id() for _ in submissions]
             outcomes = self._store(submissions, detections, record_ids, batch=batch)
         except RedisError as exc:
             log.warning("redis unavailable during ingest: %s", exc.__class__.__name__)
@@ -191,6 +150,7 @@ class Ingestor:
     ) -> list[Outcome]:
         # Geometry first: an impossible detection rejects the request before anything is written.
         processed = self._process(submissions, detections, record_ids, batch)
+        markers = [s.idempotency for s in submissions]
         outcomes: dict[int, Outcome] = {}
         pending = list(range(len(submissions)))
         for _ in range(_STORE_ATTEMPTS):
@@ -199,7 +159,7 @@ class Ingestor:
             deliveries: list[Delivery] = []
             for i in pending:
                 outcome, fields = processed[i]
-                self.records.write_new(recorder, record_ids[i], fields)
+                self.records.write_new(recorder, record_ids[i], fields, idempotency=markers[i])
                 for audit_event in (AuditEvent.RECEIVED, AuditEvent(outcome.state)):
                     self.audit.append(
                         recorder,
@@ -215,21 +175,19 @@ class Ingestor:
                     self._alert_if_wanted(recorder, detections[i], outcome)
             # A request's detections travel in one job (up to 100): one rq job per request.
             enqueue_deliveries(self.queue, recorder, deliveries, per_job=MAX_DELIVERIES_PER_JOB)
-            existing = self.atomic.write_if_absent(
-                [record_key(record_ids[i]) for i in pending], recorder
-            )
+            guarded = [i for i in pending if markers[i] is not None]
+            existing = self.atomic.write_if_absent([markers[i] for i in guarded], recorder)
             if not existing:
                 outcomes.update((i, processed[i][0]) for i in pending)
                 return [outcomes[i] for i in range(len(submissions))]
-            # Redeliveries: answer them from their stored records, then write the rest.
-            duplicates = [pending[j] for j in existing]
-            with self.redis.pipeline(transaction=False) as pipe:
-                for i in duplicates:
-                    pipe.hgetall(record_key(record_ids[i]))
-                stored = pipe.execute()
-            for i, raw in zip(duplicates, stored, strict=True):
-                if raw:  # (it may have expired in between: then it is written anew)
-                    outcomes[i] = self._outcome_from_record(raw)
+            # Redeliveries: answer them from their marker and record, then write the rest.
+            duplicates = [guarded[j] for j in existing]
+            found = stored_outcomes(self.redis, self.records, [markers[i] for i in duplicates])
+            for i, outcome in zip(duplicates, found, strict=True):
+                if outcome is not None:  # (the marker may have expired in between: write anew)
+                    if not outcome.uid:  # only the marker is left: the id is the producer's
+                        outcome.detection_id = processed[i][0].detection_id
+                    outcomes[i] = outcome
                     pending.remove(i)
             if not pending:
                 return [outcomes[i] for i in range(len(submissions))]
@@ -251,7 +209,12 @@ class Ingestor:
             detection_id = det.detection_id or sub.event_id or record_ids[i]
             try:
                 result = process_detection(
-                    det, self.core, record_id=record_ids[i], detection_id=detection_id, now=now
+                    det,
+                    self.core,
+                    record_id=record_ids[i],
+                    detection_id=detection_id,
+                    now=now,
+                    producer=sub.producer,
                 )
             except GeolocationError as exc:
                 path = problems.field_path(("sensor_metadata",), (i,) if batch else ())
@@ -285,6 +248,7 @@ class Ingestor:
                 "source": det.source,
                 "event_source": sub.event_source,
                 "event_id": sub.event_id,
+                "producer": sub.producer,
                 "filter_reason": filter_reason,
                 "geolocation": geolocation,
             }
@@ -329,18 +293,3 @@ class Ingestor:
         if max_ce90 > 0 and geolocation["ce90_m"] > max_ce90:
             return f"ce90 {geolocation['ce90_m']:.1f} m above MAX_CE90_M"
         return None
-
-    def _outcome_from_record(self, raw: dict[Any, Any]) -> Outcome:
-        record = self.records.decode(raw)
-        return Outcome(
-            record_id=record["id"],
-            detection_id=record.get("detection_id", record["id"]),
-            state=record.get("state", DeliveryState.QUEUED.value),
-            duplicate=True,
-            uid=record.get("uid", ""),
-            cot_type=record.get("cot_type", ""),
-            cot_xml=record.get("cot", ""),
-            object_class=record.get("object_class", ""),
-            geolocation=record.get("geolocation", {}),
-            filter_reason=record.get("filter_reason"),
-        )

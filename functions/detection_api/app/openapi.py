@@ -99,7 +99,9 @@ _INGEST_ERRORS = {
     "400": _problem("Invalid input (the errors name the field paths); nothing was stored"),
     **_AUTH_ERRORS,
     "409": _problem("The same event is being stored by a concurrent request; retry"),
-    "413": _problem("Body larger than MAX_BODY_BYTES"),
+    "413": _problem(
+        "Body larger than MAX_BODY_BYTES, or more detections than MAX_DETECTIONS_PER_REQUEST"
+    ),
     "415": _problem("Wrong media type"),
     "422": _problem("The ray through the pixel does not reach the ground; nothing was stored"),
     "503": _UNAVAILABLE,
@@ -222,6 +224,11 @@ def _schemas() -> dict[str, Any]:
             "source": text,
             "event_source": text,
             "event_id": text,
+            "producer": {
+                "type": "string",
+                "description": "the authenticated producer: sub:<token subject> or "
+                "cluster:<CloudEvent source>",
+            },
             "filter_reason": text,
             "last_error": text,
             "geolocation": _ref("Geolocation"),
@@ -270,6 +277,33 @@ def _schemas() -> dict[str, Any]:
     return schemas
 
 
+def _dead_letter_operation() -> dict[str, Any]:
+    return {
+        "operationId": "receiveBrokerDeadLetter",
+        "summary": "The Broker Trigger's deadLetterSink: store an undeliverable CloudEvent",
+        "description": (
+            "A CloudEvent in binary or structured mode, with Knative's knativeerrorcode, "
+            "knativeerrordest and knativeerrordata attributes. Stored for `detection-api queue "
+            "dead`; the same (source, id) twice is stored once. Authentication as for POST /."
+        ),
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/cloudevents+json": {"schema": {"type": "object"}},
+                "application/json": {"schema": {}},
+            },
+        },
+        "responses": {
+            "202": {"description": "Stored (or stored before)"},
+            "400": _problem("Invalid CloudEvent attributes"),
+            **_AUTH_ERRORS,
+            "413": _problem("Body larger than MAX_BODY_BYTES"),
+            "415": _problem("Not a CloudEvent"),
+            "503": _UNAVAILABLE,
+        },
+    }
+
+
 def _cloudevents_operation() -> dict[str, Any]:
     # Binary mode only: ce-specversion or ce-id makes a request binary. In structured and batch
     # mode the body carries the attributes and other ce-* headers are ignored, so none of these
@@ -284,9 +318,16 @@ def _cloudevents_operation() -> dict[str, Any]:
         }
         for name, schema in (
             ("specversion", {"type": "string", "enum": ["1.0"]}),
-            ("id", {"type": "string"}),
-            ("source", {"type": "string"}),
-            ("type", {"type": "string", "description": f"accepted: {DETECTION_CREATED_TYPE}"}),
+            ("id", {"type": "string", "maxLength": 256}),
+            ("source", {"type": "string", "maxLength": 512}),
+            (
+                "type",
+                {
+                    "type": "string",
+                    "maxLength": 256,
+                    "description": f"accepted: {DETECTION_CREATED_TYPE}",
+                },
+            ),
         )
     ]
     event_example = {
@@ -407,6 +448,7 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/": {"post": _cloudevents_operation()},
             "/api/v1/detections": {"post": _rest_operation()},
+            "/dead-letters": {"post": _dead_letter_operation()},
             "/api/v1/detections/{id}": {
                 "get": {
                     "operationId": "getDetection",

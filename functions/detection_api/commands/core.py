@@ -29,7 +29,7 @@ from detection_api.core import (
 )
 from detection_api.geo.types import GeolocationError
 from detection_api.model import detection_json_schema, parse_detection
-from detection_api.settings import Settings
+from detection_api.settings import ConfigError, load_settings
 
 EXIT_INVALID = 2
 _CLI_NAMESPACE = uuid.UUID("0b6f1f5e-4d0e-5b9a-8a53-2f2f6f0c9d41")
@@ -121,14 +121,9 @@ def _geolocate_output(result: ProcessedDetection) -> dict[str, Any]:
 
 def _configuration() -> CoreConfig:
     try:
-        return CoreConfig.from_settings(Settings())
-    except ValidationError as exc:  # an environment variable, not the input
-        raise InputError(
-            [
-                f"configuration {_field_path('', tuple(e['loc'])).upper()}: {_message(e)}"
-                for e in exc.errors(include_url=False)
-            ]
-        ) from None
+        return CoreConfig.from_settings(load_settings())
+    except ConfigError as exc:  # an environment variable, not the input (one line)
+        raise InputError([f"configuration: {exc}".replace("invalid configuration: ", "")]) from None
     except ValueError as exc:  # COT_TYPE_MAP or the ce90 cut-offs
         raise InputError([f"configuration: {exc}"]) from None
 

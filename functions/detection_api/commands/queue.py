@@ -1,4 +1,11 @@
-"""``detection-api queue status|dead|requeue|purge``: the operator's view of delivery."""
+"""``detection-api queue status|dead|requeue|purge``: the operator's view of delivery.
+
+Dead letters live in three places, all listed by ``queue dead``: the forwarder's (``--queue tak``,
+rq's failed registry), the notifier's (``--queue notify``) and the Knative Broker's (``--queue
+broker``: events the Trigger could not deliver, stored by the function's ``POST /dead-letters``,
+with Knative's error code and destination). Without ``--queue`` the text listing shows tak and
+broker.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ from dataclasses import asdict
 from redis import Redis
 from redis.exceptions import RedisError
 
-from detection_api.delivery import admin
+from detection_api.delivery import admin, broker_dead_letters
 from detection_api.settings import get_settings
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
@@ -59,7 +66,31 @@ def _status(redis: Redis, as_json: bool) -> int:
     return 0
 
 
-def _dead(redis: Redis, queue: str, as_json: bool) -> int:
+def _broker_dead(redis: Redis, as_json: bool) -> int:
+    letters = broker_dead_letters.list_letters(redis)
+    if as_json:
+        print(json.dumps([asdict(letter) for letter in letters], indent=2))
+        return 0
+    if not letters:
+        print("no dead letters from the broker")
+    now = time.time()
+    for letter in letters:
+        # Producer-chosen text: printed with repr-style escapes, never raw to the terminal.
+        print(
+            f"{letter.entry_id}  {_age(now - letter.received_at)} ago  broker  "
+            f"error {letter.error_code or '?'}  dest {letter.error_dest or '?'!r}"
+        )
+        print(f"    event {letter.event_id!r} from {letter.source!r} type {letter.type!r}")
+    return 0
+
+
+def _dead(redis: Redis, queue: str | None, as_json: bool) -> int:
+    if queue == broker_dead_letters.QUEUE_LABEL:
+        return _broker_dead(redis, as_json)
+    if queue is None and not as_json:
+        _dead(redis, "tak", as_json)
+        return _broker_dead(redis, as_json)
+    queue = queue or "tak"
     letters = admin.dead_letters(redis, queue)
     if as_json:
         print(json.dumps([asdict(letter) for letter in letters], indent=2))
@@ -77,13 +108,23 @@ def _dead(redis: Redis, queue: str, as_json: bool) -> int:
 
 def run(args: argparse.Namespace) -> int:
     settings = get_settings()
-    redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    redis = Redis.from_url(
+        settings.redis_url.get_secret_value(), socket_timeout=10, socket_connect_timeout=5
+    )
     try:
         if args.action == "status":
             return _status(redis, args.json)
         if args.action == "dead":
             return _dead(redis, args.queue, args.json)
         if args.action == "requeue":
+            if args.queue == broker_dead_letters.QUEUE_LABEL:
+                print(
+                    "requeue is not applicable to broker dead letters: the function never "
+                    "accepted them (see the error code in `queue dead --queue broker`); fix the "
+                    "cause and have the producer send the event again",
+                    file=sys.stderr,
+                )
+                return 2
             if not args.ids and not args.all:
                 print("error: give job ids or --all", file=sys.stderr)
                 return 2
@@ -104,8 +145,11 @@ def run(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
-            purged = admin.purge_dead(redis, older, queue=args.queue)
-            print(f"purged {len(purged)} dead letter(s) older than {args.older_than}")
+            if args.queue == broker_dead_letters.QUEUE_LABEL:
+                count = broker_dead_letters.purge(redis, older)
+            else:
+                count = len(admin.purge_dead(redis, older, queue=args.queue))
+            print(f"purged {count} dead letter(s) older than {args.older_than}")
             return 0
     except RedisError as exc:
         print(f"error: Redis at REDIS_URL is unavailable: {exc}", file=sys.stderr)

@@ -21,6 +21,7 @@ import threading
 from types import FrameType
 
 from detection_api.local.stack import Console, StackConfig, StackError, run_stack
+from detection_api.settings import load_settings
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     except StackError as exc:
         console.say(f"detection-api up: {exc}")
         return 2
+    load_settings()  # a bad setting stops here (ConfigError, one line), before any child starts
     stop_requested = threading.Event()
 
     def on_stop_signal(signum: int, _frame: FrameType | None) -> None:

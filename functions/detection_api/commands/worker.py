@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     configure_logging(settings.log_level)
     config = ForwarderConfig.from_settings(settings)
-    redis = redis_client(settings.redis_url)
+    redis = redis_client(settings.redis_url.get_secret_value())
     metrics = ForwarderMetrics(heartbeat_max_age_seconds=config.health_max_age_seconds)
     connection = open_connection(
         settings.tak_url,
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     notifier.start()
     # Scrapes use their own short-timeout client: a scrape must never wait on the main loop.
     scrape_redis = Redis.from_url(
-        settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+        settings.redis_url.get_secret_value(), socket_timeout=2.0, socket_connect_timeout=2.0
     )
     metrics.watch_redis(lambda: scrape_redis, forwarder.failed_registry_key)
     server = MetricsServer(metrics, settings.forwarder_metrics_port).start()

@@ -76,7 +76,7 @@ from detection_api.delivery.notify import (
     parse_notification,
 )
 from detection_api.delivery.outbox import NOTIFY_QUEUE_NAME
-from detection_api.settings import Settings, get_settings
+from detection_api.settings import Settings, get_settings, secret
 
 log = logging.getLogger(__name__)
 
@@ -498,7 +498,7 @@ class NotifierConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> NotifierConfig:
         return cls(
-            webhook_url=settings.discord_webhook_url,
+            webhook_url=secret(settings.discord_webhook_url),
             max_per_minute=settings.notify_max_per_minute,
         )
 
@@ -818,7 +818,7 @@ def deliver_notification(**kwargs: Any) -> str:
     job's Retry applying to webhook failures.
     """
     settings = get_settings()
-    url = settings.discord_webhook_url
+    url = secret(settings.discord_webhook_url)
     if not url or not usable_webhook_url(url):
         log.info("DISCORD_WEBHOOK_URL unset or not http(s): notification skipped")
         return "notifications off"

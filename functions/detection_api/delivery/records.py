@@ -1,13 +1,24 @@
 """Detection records in Redis: one hash per detection, readable through the REST API.
 
-The record is written in the same MULTI/EXEC transaction as its delivery job (see ``outbox.py``),
-so a detection is either fully accepted (record + job) or not at all. The forwarder moves it through
-the delivery states. Keys expire after the retention window; the record's existence is also the
-idempotency check (record ids are derived from the producer's identity of the event).
+The record is written in the same atomic step as its delivery job (see ``outbox.py``), so a
+detection is either fully accepted (record + job) or not at all. The forwarder moves it through
+the delivery states. Keys expire after the retention window.
+
+Identity (issue 10, many producers on one deployment):
+
+- A record id is random (``new_record_id``: 128 bits from the OS), so it says nothing about the
+  producer's ids and nobody can compute another producer's record id.
+- Idempotency is a separate small marker, ``detection:idem:<sha256 of the scoped identity>``,
+  whose value is the record id. The scoped identity always starts with the authenticated
+  producer (``producer_identity``), then the producer's own ids (CloudEvent source + id, or v1
+  camera + detection id): two producers or two cameras never share a marker, one producer
+  resending finds its own. The marker outlives a confirmed record: it is kept for
+  ``RETENTION_SECONDS`` after confirmation, the record itself only ``CONFIRMED_RETENTION_SECONDS``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -18,7 +29,9 @@ from redis import Redis
 from redis.client import Pipeline
 
 RECORD_PREFIX = "detection:record:"
-_ID_NAMESPACE = uuid.UUID("6f1c8a52-6a0e-4a4b-9f0e-3d5f1b7c2e11")
+# Records per mark script call: about 1 ms of Redis time on loopback (tests/test_records.py).
+MARK_CHUNK = 500
+IDEMPOTENCY_PREFIX = "detection:idem:"
 
 
 class DeliveryState(StrEnum):
@@ -34,16 +47,19 @@ def record_key(record_id: str) -> str:
     return f"{RECORD_PREFIX}{record_id}"
 
 
-def record_id_for(*identity: str) -> str:
-    """A stable record id from the producer's identity of an event (e.g. CloudEvent source + id).
-
-    Stable ids make redeliveries land on the same record, which is what makes ingest idempotent.
-    The id is 32 hex characters, valid as an rq job id.
-    """
-    return uuid.uuid5(_ID_NAMESPACE, "\x1f".join(identity)).hex
+def idempotency_key(*identity: str) -> str:
+    """The marker key of a scoped identity, e.g. (producer, "ce", source, id). The parts are
+    length-prefixed before hashing, so no choice of ids can make two identities collide."""
+    digest = hashlib.sha256()
+    for part in identity:
+        encoded = part.encode("utf-8", "surrogatepass")
+        digest.update(len(encoded).to_bytes(4, "big"))
+        digest.update(encoded)
+    return IDEMPOTENCY_PREFIX + digest.hexdigest()
 
 
 def new_record_id() -> str:
+    """A random, unguessable record id: 32 hex characters (valid as an rq job id)."""
     return uuid.uuid4().hex
 
 
@@ -63,13 +79,25 @@ class RecordStore:
         self.retention_seconds = retention_seconds
         self._mark_script = redis.register_script(_MARK_SCRIPT)
 
-    def write_new(self, pipe: Pipeline, record_id: str, fields: dict[str, Any]) -> None:
+    def write_new(
+        self,
+        pipe: Pipeline,
+        record_id: str,
+        fields: dict[str, Any],
+        *,
+        idempotency: str | None = None,
+    ) -> None:
+        """Record commands that create the record (and its idempotency marker, a key from
+        ``idempotency_key``) in the caller's pipeline."""
         now = time.time()
         mapping = {k: _encode(v) for k, v in fields.items() if v is not None}
         mapping.setdefault("id", record_id)
         mapping.setdefault("attempts", "0")
         mapping["created_at"] = repr(now)
         mapping["updated_at"] = repr(now)
+        if idempotency is not None:
+            mapping["idem"] = idempotency
+            pipe.set(idempotency, record_id, ex=self.retention_seconds)
         key = record_key(record_id)
         pipe.hset(key, mapping=mapping)
         pipe.expire(key, self.retention_seconds)
@@ -111,19 +139,34 @@ class RecordStore:
         if not record_ids:
             return
         stamp = repr(time.time() if now is None else now)
-        args = [state.value, stamp, "1" if count_attempt else "0", error or "", ttl_seconds or ""]
-        # One script call per batch (not per record): the forwarder marks thousands per second.
-        self._mark_script(keys=[record_key(r) for r in record_ids], args=args, client=pipe)
+        args = [
+            state.value,
+            stamp,
+            "1" if count_attempt else "0",
+            error or "",
+            ttl_seconds or "",
+            self.retention_seconds,
+        ]
+        # One script call per chunk of a batch (not per record): the forwarder marks thousands
+        # per second, and a chunk bounds how long one call holds Redis (scripts block it).
+        for start in range(0, len(record_ids), MARK_CHUNK):
+            keys = [record_key(r) for r in record_ids[start : start + MARK_CHUNK]]
+            self._mark_script(keys=keys, args=args, client=pipe)
 
 
-# KEYS: records; ARGV: state, now, count_attempt (0/1), error ('' = keep), new TTL ('' = keep).
-# Returns how many existed.
+# KEYS: records; ARGV: state, now, count_attempt (0/1), error ('' = keep), new TTL ('' = keep),
+# retention seconds (a confirmed record's idempotency marker lives that long from confirmation,
+# while the record itself may go sooner). Returns how many existed.
 _MARK_SCRIPT = """
 local marked = 0
 for _, key in ipairs(KEYS) do
   if redis.call('EXISTS', key) == 1 then
     redis.call('HSET', key, 'state', ARGV[1], 'updated_at', ARGV[2])
-    if ARGV[1] == 'confirmed' then redis.call('HSET', key, 'confirmed_at', ARGV[2]) end
+    if ARGV[1] == 'confirmed' then
+      redis.call('HSET', key, 'confirmed_at', ARGV[2])
+      local idem = redis.call('HGET', key, 'idem')
+      if idem then redis.call('EXPIRE', idem, ARGV[6]) end
+    end
     if ARGV[1] == 'sent' then redis.call('HSETNX', key, 'first_sent_at', ARGV[2]) end
     if ARGV[3] == '1' then redis.call('HINCRBY', key, 'attempts', 1) end
     if ARGV[4] ~= '' then redis.call('HSET', key, 'last_error', ARGV[4]) end

@@ -132,12 +132,13 @@ class TlsFiles:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TlsFiles:
+        password = settings.tak_tls_p12_password  # SecretStr: read only here
         return cls(
             ca=settings.tak_tls_ca,
             cert=settings.tak_tls_cert,
             key=settings.tak_tls_key,
             p12=settings.tak_tls_p12,
-            p12_password=settings.tak_tls_p12_password,
+            p12_password=password.get_secret_value() if password else None,
             server_name=settings.tak_tls_server_name,
         )
 

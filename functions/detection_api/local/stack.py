@@ -6,6 +6,10 @@ in ``<data>/pki``; skipped when ``TAK_URL`` points elsewhere or with ``--no-tak`
 Stop order is the reverse, so the forwarder can still confirm its batch in flight with Redis and
 taky up. Every child writes to ``<data>/logs/<name>.log``; a follower thread prints those lines,
 prefixed with the child's name, as they come. If any child dies, the stack says which and stops.
+
+Local means local: every service listens on 127.0.0.1 only (the function too), and what the stack
+writes (Redis's append-only file, logs, taky's event logs, keys) is its owner's alone: the data
+directory is 0700 and the stack runs with umask 077, so its children create 0600 files.
 """
 
 from __future__ import annotations
@@ -243,6 +247,7 @@ class LocalStack:
                 "--source", str(config.function_source),
                 "--target", FUNCTION_TARGET,
                 "--signature-type", "http",
+                "--host", LOOPBACK,
                 "--port", str(config.function_port),
             ],
         )  # fmt: skip
@@ -386,6 +391,7 @@ def run_stack(
     on_ready: Callable[[LocalStack], None] | None = None,
 ) -> int:
     """Start the stack, print where things are and the ready line, supervise, stop; exit code."""
+    os.umask(0o077)  # (inherited by every child: the AOF, logs and event logs are owner-only)
     with _exclusive(config.data_dir):
         stack = LocalStack(config, console)
         try:
@@ -415,7 +421,8 @@ def run_stack(
 @contextlib.contextmanager
 def _exclusive(data_dir: Path) -> Iterator[None]:
     """One stack per data directory: two Redis servers must never share an append-only file."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.chmod(0o700)  # (also when an older run made it with the default mode)
     with (data_dir / ".up.lock").open("w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
