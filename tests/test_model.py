@@ -532,9 +532,11 @@ def _strings(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
 def test_every_string_field_has_a_bound() -> None:
     from detection_api.model import detection_json_schema
 
-    unbounded = [p for p, s in _strings(detection_json_schema()) if "maxLength" not in s]
-    # The two without maxLength are bounded otherwise: the timestamp by its RFC 3339 pattern,
-    # the image by max_image_bytes (checked below).
+    unbounded = [
+        p for p, s in _strings(detection_json_schema()) if "maxLength" not in s and "enum" not in s
+    ]
+    # Enumerations are bounded by their values. The two without maxLength are bounded otherwise:
+    # the timestamp by its RFC 3339 pattern, the image by max_image_bytes (checked below).
     assert sorted(unbounded) == ["/properties/image_base64/anyOf[0]", "/properties/timestamp"]
     assert error_locs(payload(timestamp="2026-11-26T14:05:09" + "9" * 10_000 + "Z")) == [
         ("timestamp",)
