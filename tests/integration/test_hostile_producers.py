@@ -359,8 +359,13 @@ def test_broker_dead_letters_are_stored_and_listed(product, redis_server):
 def test_dead_letters_follow_the_cluster_trust_rule_of_post_root(product):
     url = product(AUTH_TRUST_CLUSTER_EVENTS="true")
     body = json.dumps(detection()).encode()
-    reply = request(url, "POST", "/dead-letters", body, _dead_letter_headers("dl-2"))
+    # A Broker delivery: sent to the Service's cluster-local address (app/cluster_events.py).
+    cluster = {"Host": "detection-api.detection-api.svc.cluster.local"}
+    reply = request(url, "POST", "/dead-letters", body, {**_dead_letter_headers("dl-2"), **cluster})
     assert reply.status == 202, reply.body
+    # The same letter to any other host is not a Broker delivery.
+    reply = request(url, "POST", "/dead-letters", body, _dead_letter_headers("dl-3"))
+    assert reply.status == 401, reply.body
     assert_problem(post_json(url, V1, detection()), 401)  # trust covers the event paths only
 
 

@@ -139,7 +139,9 @@ def test_the_public_host_refuses_every_unauthenticated_event(prod, redis_server)
             )
             refused.append(reply.status)
             assert reply.header("content-type") == "application/problem+json"
-    assert refused == [401] * (2 * EVENTS)
+    # 401, or 429 once the failed-authentication throttle (AUTH_FAILURE_RATE_LIMIT) trips.
+    assert refused[0] == 401
+    assert set(refused) <= {401, 429}, refused
     client = redis_server.client()
     assert client.llen("rq:queue:tak") == 0
     assert not client.keys("detection:record*")
