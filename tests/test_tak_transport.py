@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from detection_api.delivery.jobs import PayloadRejected, check_cot_event, parse_payload
 from detection_api.delivery.tak_transport import (
+    ConfirmMode,
     CotStreamReader,
     OutageKind,
     Scheme,
@@ -301,7 +302,7 @@ def test_events_are_confirmed_by_the_pong_that_follows_them(
     events = [event(f"uid-{i}") for i in range(500)]  # > 4 KiB: many TLS records
     seq = connection.send(events)
     connection.wait_confirmed(seq, timeout=10)
-    assert server.events_received() == 500
+    assert server.events_received() == 1 + 500  # the forwarder's presence, then the batch
     assert server.pings == 2
     assert isinstance(connection, StreamTakConnection)
     assert connection.routed_events_skipped >= 2  # the routed events were read and skipped
@@ -355,7 +356,9 @@ def test_a_server_that_never_pongs_is_an_outage_at_connect(
     """E.g. TAK Server's input-only port 8087: it accepts the connection and never answers."""
     server = start_server(None, answer=lambda n: False)
     connection = StreamTakConnection(
-        TakEndpoint.parse(server.url("tcp")), handshake_confirm_timeout=0.3
+        TakEndpoint.parse(server.url("tcp")),
+        handshake_confirm_timeout=0.3,
+        confirm=ConfirmMode.PONG,
     )
     with pytest.raises(TakOutage) as info:
         connection.connect()

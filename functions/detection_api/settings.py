@@ -19,7 +19,14 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from limits import parse_many
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DETECTION_CREATED_TYPE = "org.detectionapi.detection.created"
@@ -38,13 +45,28 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     # --- TAK connection (forwarder) -------------------------------------------------------------
-    tak_url: str = "tcp://127.0.0.1:8087"
-    tak_tls_ca: str | None = None
-    tak_tls_cert: str | None = None
-    tak_tls_key: str | None = None
+    # pytak's names (COT_URL, PYTAK_TLS_*) are accepted as aliases; ours win when both are set.
+    tak_url: str = Field(
+        default="tcp://127.0.0.1:8087", validation_alias=AliasChoices("tak_url", "cot_url")
+    )
+    tak_tls_ca: str | None = Field(
+        default=None, validation_alias=AliasChoices("tak_tls_ca", "pytak_tls_client_cafile")
+    )
+    tak_tls_cert: str | None = Field(
+        default=None, validation_alias=AliasChoices("tak_tls_cert", "pytak_tls_client_cert")
+    )
+    tak_tls_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("tak_tls_key", "pytak_tls_client_key")
+    )
     tak_tls_p12: str | None = None
     tak_tls_p12_password: SecretStr | None = None
-    tak_tls_server_name: str | None = None
+    tak_tls_server_name: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("tak_tls_server_name", "pytak_tls_server_expected_hostname"),
+    )
+    # A TAK data package (.zip: .pref with the connect string, client .p12, truststore .p12);
+    # what it holds is used where TAK_URL / TAK_TLS_* are not set (delivery/tak_data_package.py).
+    tak_data_package: str | None = None
     # Seconds to wait for the TAK pong that confirms a batch before the connection is presumed dead.
     tak_confirm_timeout_seconds: float = Field(default=10.0, gt=0)
     # Cap of the exponential reconnect backoff while the TAK server is unreachable.
@@ -54,6 +76,11 @@ class Settings(BaseSettings):
     # Confirmation failures on a live connection before a detection is dead-lettered.
     # Outages never count: they only pause the forwarder.
     max_delivery_attempts: int = Field(default=10, ge=1)
+    # --- TAK interop (issue 13): confirmation mode and the forwarder's identity on the TAK network
+    # auto | pong | readback | none (see delivery/tak_confirm.py and the README).
+    tak_confirm: Literal["auto", "pong", "readback", "none"] = "auto"
+    tak_callsign: str = Field(default="detection-api", min_length=1, max_length=64)
+    tak_uid: str = Field(default="detection-api.forwarder", min_length=1, max_length=128)
 
     # --- auth, limits, HTTP --------------------------------------------------------------------
     jwt_secret_key: SecretStr | None = None  # HS256 shared secret

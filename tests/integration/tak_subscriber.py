@@ -163,13 +163,17 @@ class TakSubscriber:
         self._outbox = bytearray()
         self._pongs = 0
         self._pings_sent = 0
+        self._own_echoes = 0  # our own events the server sent back (see announce)
+        self._received_reads = 0
         self._wake_reader, self._wake_writer = socket.socketpair()
         self.close_reason: str | None = None  # why the stream ended, if it did
 
     # --- connection ----------------------------------------------------------------------------
 
-    def connect(self, timeout: float = 10.0) -> TakSubscriber:
-        """Connect, start the I/O thread, and confirm with a ping/pong round trip."""
+    def connect(self, timeout: float = 10.0, *, handshake: str = "ping") -> TakSubscriber:
+        """Connect, start the I/O thread, and confirm with a ping/pong round trip, or with
+        ``handshake="echo"`` (servers that never answer pings but echo to the sender, like
+        FreeTAKServer) by announcing ourselves and waiting for a probe event to come back."""
         try:
             raw = socket.create_connection((self.host, self.port), timeout=timeout)
         except OSError as exc:
@@ -192,13 +196,40 @@ class TakSubscriber:
         self._io_thread = threading.Thread(target=self._io_loop, name=self.name, daemon=True)
         self._io_thread.start()
         try:
-            self.ping(timeout)
+            if handshake == "echo":
+                self.announce(timeout)
+            else:
+                self.ping(timeout)
         except (TimeoutError, TakConnectionError) as exc:
             self.close()
             raise TakConnectionError(
-                f"{self.url}: no pong after connecting ({self.close_reason or exc})"
+                f"{self.url}: no {handshake} after connecting ({self.close_reason or exc})"
             ) from exc
         return self
+
+    def announce(self, timeout: float = 10.0, resend_every: float = 0.5) -> float:
+        """Send our identity (FreeTAKServer takes a connection's first event as its client and
+        does not relay it), then a probe event until the server echoes one back. Our own events
+        (uids starting with our name) are counted, never recorded."""
+        self.send(cot_event(f"{self.name}", type="a-f-G-U-C", how="h-e", stale_seconds=600))
+        self.flush(timeout)
+        # The identity must be read alone: wait for the server's first answer (FreeTAKServer
+        # sends a welcome chat), at most a second, before writing anything else.
+        with contextlib.suppress(TimeoutError):
+            self._wait(lambda: self._received_reads > 0, 1.0, "")
+        with self._changed:
+            before = self._own_echoes
+        started = time.monotonic()
+        deadline = started + timeout
+        while True:
+            self.send(cot_event(f"{self.name}-probe", how="h-e", stale_seconds=20))
+            remaining = deadline - time.monotonic()
+            try:
+                self._wait(lambda: self._own_echoes > before, min(resend_every, remaining), "")
+                return time.monotonic() - started
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{self.name}: no echo within {timeout:.1f}s") from None
 
     def ping(self, timeout: float = 10.0, resend_every: float = 0.5) -> float:
         """Send a TAK ping until a pong comes back; return the seconds since the first ping.
@@ -394,6 +425,9 @@ class TakSubscriber:
                 return True
             if not data:
                 return False
+            with self._changed:
+                self._received_reads += 1
+                self._changed.notify_all()
             parser.feed(stripper.feed(data))
             self._record(parser)
 
@@ -407,11 +441,13 @@ class TakSubscriber:
     def _record(self, parser: etree.XMLPullParser) -> None:
         arrived = time.time()
         received: list[ReceivedEvent] = []
-        pongs = 0
+        pongs = own = 0
         for _, element in parser.read_events():
             event_type = element.get("type", "")
             if event_type == PONG_TYPE:
                 pongs += 1
+            elif element.get("uid", "").startswith(self.name):
+                own += 1
             elif event_type != PING_TYPE:
                 received.append(_to_event(element, arrived))
             # Drop parsed events from the synthetic root so memory stays flat.
@@ -419,10 +455,11 @@ class TakSubscriber:
             parent = element.getparent()
             if parent is not None:
                 parent.remove(element)
-        if received or pongs:
+        if received or pongs or own:
             with self._changed:
                 self._events.extend(received)
                 self._pongs += pongs
+                self._own_echoes += own
                 self._changed.notify_all()
 
 

@@ -61,6 +61,10 @@ def _status(redis: Redis, as_json: bool) -> int:
             f"forwarder      {fwd.name}: {'alive' if fwd.alive else 'DEAD'}, "
             f"{fwd.in_flight} in flight, TAK {tak}{since} {fwd.tak_url or ''}".rstrip()
         )
+        if fwd.tak_confirm and fwd.tak_connected:
+            none = fwd.tak_confirm == "none"
+            note = " (NOTHING IS CONFIRMED: records end 'sent')" if none else ""
+            print(f"               confirmation: {fwd.tak_confirm}{note}")
         if fwd.last_error and fwd.tak_connected is False:
             print(f"               last error: {fwd.last_error}")
     return 0

@@ -11,6 +11,7 @@ import argparse
 import logging
 import signal
 import threading
+from importlib import metadata
 from types import FrameType
 
 from redis import Redis
@@ -19,9 +20,11 @@ from detection_api.delivery.forwarder import Forwarder, ForwarderConfig
 from detection_api.delivery.forwarder_metrics import ForwarderMetrics, MetricsServer
 from detection_api.delivery.notifier import Notifier
 from detection_api.delivery.notify import notify_queue
-from detection_api.delivery.tak_transport import TlsFiles, open_connection
+from detection_api.delivery.tak_data_package import connection_settings
+from detection_api.delivery.tak_presence import Presence
+from detection_api.delivery.tak_transport import TakEndpoint, TlsFiles, open_connection
 from detection_api.logs import configure_logging
-from detection_api.settings import get_settings
+from detection_api.settings import ConfigError, Settings, get_settings
 
 log = logging.getLogger("detection_api.worker")
 
@@ -40,15 +43,36 @@ def redis_client(url: str) -> Redis:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def _version() -> str:
+    try:
+        return metadata.version("detection-api")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def _configuration() -> tuple[Settings, str, TlsFiles]:
+    """Settings, TAK_URL and TLS files (TAK_DATA_PACKAGE applied). Bad configuration stops the
+    process here: ``ConfigError`` is one line naming the variable (cli.py prints it, exit 2)."""
     settings = get_settings()
+    try:
+        url, tls = connection_settings(settings)
+        TakEndpoint.parse(url)
+    except ValueError as exc:  # DataPackageError, a TAK_URL from a package
+        raise ConfigError(f"invalid configuration: {exc}") from None
+    return settings, url, tls
+
+
+def run(args: argparse.Namespace) -> int:
+    settings, tak_url, tls = _configuration()
     configure_logging(settings.log_level)
     config = ForwarderConfig.from_settings(settings)
     redis = redis_client(settings.redis_url.get_secret_value())
     metrics = ForwarderMetrics(heartbeat_max_age_seconds=config.health_max_age_seconds)
     connection = open_connection(
-        settings.tak_url,
-        TlsFiles.from_settings(settings),
+        tak_url,
+        tls,
+        presence=Presence(settings.tak_uid, settings.tak_callsign, _version()),
+        confirm=settings.tak_confirm,
         confirm_timeout=config.confirm_timeout_seconds,
     )
     forwarder = Forwarder(

@@ -33,6 +33,7 @@ class ForwarderStatus:
     tak_url: str | None
     since: float | None
     last_error: str | None
+    tak_confirm: str | None = None  # pong | readback | none: how the TAK server confirms
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ def queue_status(redis: Redis, now: float | None = None) -> QueueStatus:
                     tak_url=status.get("tak_url"),
                     since=float(status["since"]) if status.get("since") else None,
                     last_error=status.get("last_error") or None,
+                    tak_confirm=status.get("tak_confirm") or None,
                 )
             )
     return QueueStatus(

@@ -54,11 +54,13 @@ from detection_api.delivery.notify import dead_letter_payload, enqueue_notificat
 from detection_api.delivery.outbox import tak_queue
 from detection_api.delivery.reaper import ClaimLedger
 from detection_api.delivery.records import DeliveryState, RecordStore, record_key
+from detection_api.delivery.tak_confirm import ConfirmMode
 from detection_api.delivery.tak_status import TakStatus
 from detection_api.delivery.tak_transport import (
     CONNECT_TIMEOUT_SECONDS,
     FIRST_PONG_STREAMING_MAX_SECONDS,
     MAX_UDP_EVENT_BYTES,
+    Scheme,
     TakConfirmTimeout,
     TakConnection,
     TakOutage,
@@ -216,7 +218,8 @@ class Forwarder:
             alert_after_seconds=config.disconnect_alert_seconds,
             status_ttl_seconds=int(3 * config.alive_ttl_seconds),
         )
-        self._max_event_bytes = None if connection.confirms else MAX_UDP_EVENT_BYTES
+        udp = connection.endpoint.scheme is Scheme.UDP
+        self._max_event_bytes = MAX_UDP_EVENT_BYTES if udp else None
         self._stop = threading.Event()
         self._housekeeping_stop = threading.Event()
         self._housekeeping: threading.Thread | None = None
@@ -248,7 +251,7 @@ class Forwarder:
             self.connection.endpoint,
             self.config.batch_size,
         )
-        if not self.connection.confirms:
+        if self.connection.endpoint.scheme is Scheme.UDP:
             log.warning(
                 "TAK_URL is UDP: delivery is best effort. Datagrams cannot be confirmed, records "
                 "end in state 'sent', never 'confirmed'; use tls:// or tcp:// for confirmation"
@@ -260,7 +263,9 @@ class Forwarder:
             while not (self._stop.is_set() and not self._pending):
                 self.metrics.heartbeat.beat()
                 try:
-                    if not self._step(burst=burst):
+                    more = self._step(burst=burst)
+                    self.metrics.sync_anomalies(self.connection.counters())
+                    if not more:
                         break
                     self._redis_backoff.reset()
                 except RedisError as exc:
@@ -293,6 +298,7 @@ class Forwarder:
                 self._send_batch(ids)
                 return True
             if not self._pending:
+                self._drain_while_idle()
                 return not burst
         if self._pending:
             self._confirm_oldest()
@@ -399,7 +405,7 @@ class Forwarder:
                 )
                 self._pause(delay)
                 continue
-            self.tak_status.up()
+            self._announce_mode()
             if self._ever_connected:
                 self.metrics.tak_reconnects.inc()
             self._ever_connected = True
@@ -407,6 +413,31 @@ class Forwarder:
             log.info("connected to TAK server %s", self.connection.endpoint)
             return True
         return False
+
+    def _drain_while_idle(self) -> None:
+        """Read what the server sent while there is nothing to deliver (other clients' events,
+        unsolicited pongs): it must not pile up, nor be mistaken later for an answer."""
+        try:
+            self.connection.drain()
+        except TakOutage as exc:
+            self.tak_status.down(f"[{exc.kind.value}] {exc.message}")
+            log.error("lost the idle TAK connection [%s]: %s", exc.kind.value, exc.message)
+
+    def _announce_mode(self) -> None:
+        mode = self.connection.mode
+        self.tak_status.up(confirm_mode=mode.value)
+        self.metrics.set_confirm_mode(mode.value)
+        requested = getattr(self.connection, "requested_mode", mode)
+        if mode is ConfirmMode.NONE and requested is not ConfirmMode.NONE:
+            log.warning(
+                "TAK server %s cannot confirm delivery: it answers no ping and relays nothing "
+                "back to a second connection. Detections are still sent, but records end 'sent', "
+                "never 'confirmed' (TAK_CONFIRM=%s)",
+                self.connection.endpoint,
+                requested.value,
+            )
+        else:
+            log.info("TAK confirmation mode: %s (TAK_CONFIRM=%s)", mode.value, requested.value)
 
     # --- batches ----------------------------------------------------------------------------
 

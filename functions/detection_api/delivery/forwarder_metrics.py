@@ -33,6 +33,8 @@ ACCEPT_TO_CONFIRM_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
     1800.0, 3600.0,
 )  # fmt: skip
+CONFIRM_MODE_LABELS = ("pong", "readback", "none")
+ANOMALY_KINDS = ("unsolicited_pongs", "oversized_events", "readback_unmatched")
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
@@ -130,6 +132,39 @@ class ForwarderMetrics:
             ),
             heartbeat_max_age_seconds,
         )
+        # --- TAK interop: how batches are confirmed, and what the server sent that we ignore ---
+        self.tak_confirm_mode = Gauge(
+            "detection_api_tak_confirm_mode",
+            "1 for the confirmation mode in use on the TAK connection (pong, readback, none)",
+            ["mode"],
+            registry=self.registry,
+        )
+        for mode in CONFIRM_MODE_LABELS:
+            self.tak_confirm_mode.labels(mode).set(0)
+        self.tak_stream_anomalies = Counter(
+            "detection_api_tak_stream_anomalies",
+            "Things the TAK server sent that confirm nothing: unsolicited_pongs (no ping of ours "
+            "outstanding: relayed, forged or late), oversized_events (an event past 1 MiB: the "
+            "connection was dropped), readback_unmatched (read-back copies matching no event in "
+            "flight: echoes, replays, duplicates)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self._anomalies_seen: dict[str, int] = {}
+        for kind in ANOMALY_KINDS:
+            self.tak_stream_anomalies.labels(kind)
+
+    def set_confirm_mode(self, mode: str) -> None:
+        for label in CONFIRM_MODE_LABELS:
+            self.tak_confirm_mode.labels(label).set(1 if label == mode else 0)
+
+    def sync_anomalies(self, totals: dict[str, int]) -> None:
+        """Raise the counters to the connection's cumulative totals."""
+        for kind, total in totals.items():
+            delta = total - self._anomalies_seen.get(kind, 0)
+            if delta > 0:
+                self.tak_stream_anomalies.labels(kind).inc(delta)
+                self._anomalies_seen[kind] = total
 
     def watch_redis(self, redis_factory: Callable[[], Redis], failed_registry_key: str) -> None:
         """Export the gauges read from Redis at scrape time."""

@@ -53,9 +53,12 @@ class TakStatus:
         self.status_ttl_seconds = status_ttl_seconds
         self.down_since: float | None = None
         self._alerted = False
+        self.confirm_mode = ""
 
-    def up(self) -> None:
+    def up(self, confirm_mode: str = "") -> None:
+        """Connected; ``confirm_mode`` is how its batches are confirmed (pong, readback, none)."""
         now = time.time()
+        self.confirm_mode = confirm_mode
         self.metrics.tak_connected.set(1)
         if self._alerted and self.down_since is not None:
             self._notify(
@@ -100,6 +103,7 @@ class TakStatus:
                         "tak_url": self.endpoint,
                         "since": repr(since),
                         "last_error": error[:500],
+                        "tak_confirm": self.confirm_mode,
                     },
                 )
                 pipe.expire(status_key(self.name), self.status_ttl_seconds)

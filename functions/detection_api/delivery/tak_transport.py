@@ -1,265 +1,118 @@
 """One connection to a TAK server: send CoT events, and know when the server has processed them.
 
-Streaming TAK (TCP, TLS) has exactly one application-level acknowledgement: a ping event
-(``t-x-c-t``) answered by a pong (``t-x-c-t-r``). The server handles a connection's events in
-order, so the n-th pong proves that everything written before the n-th ping was processed. A
-successful ``sendall`` proves nothing. UDP has no answer at all: it is best effort and says so.
+A successful ``sendall`` proves nothing. How a batch is confirmed depends on the server
+(``TAK_CONFIRM``, see ``tak_confirm``): by the pong that answers the ping written after it
+(TAK Server, taky), by reading the events back on a second connection of our own (any server that
+relays events between clients: FreeTAKServer, OpenTAKServer, taky), or not at all (``none``, and
+UDP, which is best effort and says so). ``auto`` probes the server on every connect.
 
-This module knows sockets and TLS, nothing about Redis or rq. Every failure to reach or talk to the
-server is a :class:`TakOutage` whose ``kind`` says what went wrong in words an operator can act on
-(wrong CA, rejected client certificate, host name mismatch, refused, reset). A live connection
-that does not answer in time raises :class:`TakConfirmTimeout`.
+Every connection starts with the forwarder's presence event (``tak_presence``): FreeTAKServer
+takes the first event of a connection as the client's identity. The wire itself (TLS, errors,
+whole-event writes, the bounded incremental reader) is ``tak_stream``; its public names are
+re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
-import os
 import re
+import select
 import socket
-import ssl
-import tempfile
 import time
-import xml.etree.ElementTree as ET  # nosec B405 # expat >= 2.4 caps entity amplification and resolves no external entities
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-from urllib.parse import urlsplit
-
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    pkcs12,
-)
+from typing import Protocol
+from xml.sax.saxutils import unescape  # nosec B406 # unescapes a uid we wrote; parses nothing
 
 from detection_api.cot import PONG_TYPE, build_ping
+from detection_api.delivery.tak_confirm import (
+    ConfirmMode,
+    ReadbackLedger,
+    new_nonce,
+    stamp_nonce,
+)
+from detection_api.delivery.tak_presence import PRESENCE_REFRESH_SECONDS, Presence
+from detection_api.delivery.tak_stream import (
+    CONNECT_TIMEOUT_SECONDS,
+    FIRST_PONG_MAX_SECONDS,
+    FIRST_PONG_STREAMING_MAX_SECONDS,
+    MAX_UDP_EVENT_BYTES,
+    MAX_UNFINISHED_EVENT_BYTES,
+    REJECTION_KINDS,
+    TLS_RECORD_BYTES,
+    CotSocket,
+    CotStreamReader,
+    OutageKind,
+    Scheme,
+    SeenEvent,
+    TakConfirmTimeout,
+    TakEndpoint,
+    TakError,
+    TakOutage,
+    TlsFiles,
+    build_ssl_context,
+    outage_from_os_error,
+)
 
-if TYPE_CHECKING:
-    from detection_api.settings import Settings
+__all__ = [
+    "CONNECT_TIMEOUT_SECONDS",
+    "FIRST_PONG_MAX_SECONDS",
+    "FIRST_PONG_STREAMING_MAX_SECONDS",
+    "MAX_UDP_EVENT_BYTES",
+    "MAX_UNFINISHED_EVENT_BYTES",
+    "TLS_RECORD_BYTES",
+    "ConfirmMode",
+    "CotStreamReader",
+    "OutageKind",
+    "Scheme",
+    "StreamTakConnection",
+    "TakConfirmTimeout",
+    "TakConnection",
+    "TakEndpoint",
+    "TakError",
+    "TakOutage",
+    "TlsFiles",
+    "UdpTakConnection",
+    "build_ssl_context",
+    "open_connection",
+]
 
 log = logging.getLogger(__name__)
 
-# Largest UDP payload over IPv4; a CoT event above it can never be sent as one datagram.
-MAX_UDP_EVENT_BYTES = 65_507
-_RECV_BYTES = 65_536
-# Plaintext bytes per TLS record we write. taky reads 4,096 bytes per readiness event; the rest of
-# a bigger record stays decrypted inside its TLS object where select() cannot see it, so the tail
-# of a batch (and its ping) would wait for the next write. Records of at most 4 KiB are read whole.
-TLS_RECORD_BYTES = 4_096
-CONNECT_TIMEOUT_SECONDS = 5.0  # TCP connect, and then the TLS handshake
-FIRST_PONG_MAX_SECONDS = 5.0  # a fresh connection must answer its first ping within this...
-# ...of silence: on connect a server may first replay every event it keeps (taky: all not yet
-# stale), which we must read through before the pong. Data flowing extends the wait up to this.
-FIRST_PONG_STREAMING_MAX_SECONDS = 30.0
+DEFAULT_PRESENCE = Presence("detection-api.forwarder", "detection-api")
+# auto/readback: how long the forwarder's own presence may take to come back on the read-back
+# connection, how often it is re-sent meanwhile, and when the read-back connection announces
+# itself (FreeTAKServer routes only to identified clients; OpenTAKServer ignores for the whole
+# session a client that sends before its broker channel is up, ~2 s after connecting).
+READBACK_PROBE_SECONDS = 10.0
+READBACK_PROBE_EVERY_SECONDS = 1.0
+READBACK_IDENTIFY_AFTER_SECONDS = 2.5
+# After the presence, the first thing on a connection: wait this long (or until the server says
+# something) before writing anything else, so the presence is read alone (FreeTAKServer).
+PRESENCE_SETTLE_SECONDS = 0.5
+_UID = re.compile(rb"<event\b[^>]*?\suid=\"([^\"]*)\"")
 
 
-class OutageKind(StrEnum):
-    UNREACHABLE = "unreachable"  # refused, no route, DNS, connect timeout
-    CLOSED = "closed"  # the server closed or reset an established connection
-    TLS_SERVER_CERT = "tls_server_certificate"  # we rejected the server (wrong CA, expired)
-    TLS_HOSTNAME = "tls_hostname_mismatch"  # server certificate is for another name
-    TLS_CLIENT_CERT = "tls_client_certificate"  # the server rejected our client certificate
-    TLS_CONFIG = "tls_config"  # our own certificate files are missing or unreadable
-    TLS_OTHER = "tls_error"  # any other TLS failure
-    NO_PONG = "no_pong"  # a fresh connection never answered the ping (input-only port?)
-
-
-class TakError(Exception):
-    """Base of everything this module raises."""
-
-
-class TakOutage(TakError):
-    """The TAK server cannot be reached or talked to. Never the fault of the events in flight."""
-
-    def __init__(self, kind: OutageKind, message: str) -> None:
-        super().__init__(f"{kind.value}: {message}")
-        self.kind = kind
-        self.message = message
-
-
-class TakConfirmTimeout(TakError):
-    """A connection that looked alive did not answer the ping in time."""
-
-
-# --- where to connect ----------------------------------------------------------------------------
-
-
-class Scheme(StrEnum):
-    TLS = "tls"
-    TCP = "tcp"
-    UDP = "udp"
-
-
-@dataclass(frozen=True, slots=True)
-class TakEndpoint:
-    scheme: Scheme
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, url: str) -> TakEndpoint:
-        """``tls://host:8089``, ``tcp://host:8087``, ``udp://host:port`` (``ssl://`` = tls)."""
-        parts = urlsplit(url)
-        scheme_text = "tls" if parts.scheme == "ssl" else parts.scheme
-        try:
-            scheme = Scheme(scheme_text)
-        except ValueError as exc:
-            raise ValueError(f"TAK_URL {url!r}: scheme must be tls, tcp or udp") from exc
-        if not parts.hostname or parts.port is None:
-            raise ValueError(f"TAK_URL {url!r} needs a host and a port")
-        return cls(scheme, parts.hostname, parts.port)
-
-    def __str__(self) -> str:
-        return f"{self.scheme.value}://{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    """Certificate material for mutual TLS (PEM files, or one PKCS#12 bundle)."""
-
-    ca: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    p12: str | None = None
-    p12_password: str | None = None
-    server_name: str | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> TlsFiles:
-        password = settings.tak_tls_p12_password  # SecretStr: read only here
-        return cls(
-            ca=settings.tak_tls_ca,
-            cert=settings.tak_tls_cert,
-            key=settings.tak_tls_key,
-            p12=settings.tak_tls_p12,
-            p12_password=password.get_secret_value() if password else None,
-            server_name=settings.tak_tls_server_name,
-        )
-
-
-def build_ssl_context(files: TlsFiles) -> ssl.SSLContext:
-    """A client context that verifies the server against ``files.ca`` and presents our certificate.
-
-    The stdlib context is used directly rather than pytak's ``get_ssl_ctx``: it reads pytak's own
-    configuration keys and its options to switch verification off are exactly what we never want;
-    four explicit calls are easier to audit.
-    """
-    try:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificate and host name
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if files.ca:
-            context.load_verify_locations(cafile=files.ca)
-        else:
-            context.load_default_certs()
-        if files.p12:
-            _load_p12_chain(context, Path(files.p12), files.p12_password)
-        elif files.cert:
-            context.load_cert_chain(certfile=files.cert, keyfile=files.key or None)
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        raise TakOutage(OutageKind.TLS_CONFIG, f"cannot load TLS files: {exc}") from exc
-    return context
-
-
-def _load_p12_chain(context: ssl.SSLContext, path: Path, password: str | None) -> None:
-    # ssl can only load a certificate chain from a file: write a private (0600) PEM, load it,
-    # delete it at once. The key never stays on disk.
-    key, cert, extra = pkcs12.load_key_and_certificates(
-        path.read_bytes(), password.encode() if password else None
-    )
-    if key is None or cert is None:
-        raise ValueError(f"{path} holds no private key and certificate")
-    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    pem += cert.public_bytes(Encoding.PEM)
-    pem += b"".join(c.public_bytes(Encoding.PEM) for c in extra or ())
-    fd, name = tempfile.mkstemp(prefix="tak-client-", suffix=".pem")  # mkstemp: mode 0600
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(pem)
-        context.load_cert_chain(certfile=name)
-    finally:
-        os.unlink(name)
-
-
-# --- reading the incoming stream -----------------------------------------------------------------
-
-_XML_DECLARATION = re.compile(rb"<\?xml[^>]*\?>")
-
-
-class CotStreamReader:
-    """Incremental parser of the server's byte stream: yields the type of each ``<event>``.
-
-    The server sends pongs, but also every event other clients publish, each possibly with its own
-    ``<?xml ...?>`` declaration, split anywhere across reads. The stream is parsed as the children
-    of a made-up root element; declarations are removed (a second one would be a syntax error).
-    """
-
-    def __init__(self) -> None:
-        self._held_back = b""
-        self._parser = self._new_parser()
-        self._depth = 0
-        self._root: ET.Element | None = None
-
-    @staticmethod
-    def _new_parser() -> ET.XMLPullParser:
-        parser = ET.XMLPullParser(events=("start", "end"))
-        parser.feed(b"<stream>")
-        return parser
-
-    def feed(self, data: bytes) -> list[str]:
-        data = _XML_DECLARATION.sub(b"", self._held_back + data)
-        data, self._held_back = _split_unfinished_declaration(data)
-        try:
-            self._parser.feed(data)
-            return list(self._event_types())
-        except ET.ParseError as exc:
-            # A malformed event from the server: start afresh. If a pong was inside it, the
-            # confirmation times out and the batch is sent again (at least once).
-            log.warning("unparseable data from the TAK server, resetting the reader: %s", exc)
-            self._parser = self._new_parser()
-            self._depth = 0
-            self._root = None
-            return []
-
-    def _event_types(self) -> Iterator[str]:
-        for kind, element in self._parser.read_events():
-            assert isinstance(element, ET.Element)
-            if kind == "start":
-                self._depth += 1
-                if self._depth == 1:
-                    self._root = element
-                continue
-            self._depth -= 1
-            if self._depth == 1 and element.tag == "event":
-                yield element.get("type", "")
-                if self._root is not None:
-                    self._root.clear()  # keep memory flat on a long-lived connection
-
-
-def _split_unfinished_declaration(data: bytes) -> tuple[bytes, bytes]:
-    """Hold back a tail that may be the start of an XML declaration completed by the next read."""
-    start = data.rfind(b"<")
-    if start < 0:
-        return data, b""
-    tail = data[start:]
-    if b"<?xml".startswith(tail) or (tail.startswith(b"<?xml") and b"?>" not in tail):
-        return data[:start], tail
-    return data, b""
-
-
-# --- connections ---------------------------------------------------------------------------------
+def event_uid(event: bytes) -> str:
+    """The uid attribute of a serialised event (as a parser would report it)."""
+    match = _UID.search(event)
+    if match is None:
+        raise ValueError("a CoT event without a uid")
+    return unescape(match.group(1).decode(), {"&quot;": '"'})
 
 
 class TakConnection(Protocol):
     """What the forwarder needs from a connection."""
 
     endpoint: TakEndpoint
-    confirms: bool  # False for UDP: nothing is ever acknowledged
+
+    @property
+    def confirms(self) -> bool:
+        """False while nothing written is ever acknowledged (UDP, TAK_CONFIRM=none)."""
+        ...
+
+    @property
+    def mode(self) -> ConfirmMode: ...
 
     @property
     def connected(self) -> bool: ...
@@ -267,187 +120,285 @@ class TakConnection(Protocol):
     def connect(self) -> None: ...
 
     def send(self, events: Sequence[bytes]) -> int:
-        """Write events (and for streams, one ping after them). Returns the ping's sequence."""
+        """Write events (and whatever confirms them). Returns the batch's sequence number."""
         ...
 
-    def wait_confirmed(self, ping_seq: int, timeout: float) -> None:
-        """Block until the pong for ``ping_seq`` has arrived (streams only)."""
+    def wait_confirmed(self, seq: int, timeout: float) -> None:
+        """Block until batch ``seq`` is confirmed (a no-op when nothing confirms)."""
+        ...
+
+    def counters(self) -> dict[str, int]:
+        """Cumulative anomaly counts (unsolicited pongs, oversized events, ...)."""
+        ...
+
+    def drain(self) -> None:
+        """Read and account for what the server sent, without waiting (raises TakOutage)."""
         ...
 
     def close(self) -> None: ...
 
 
-def _outage_from_os_error(exc: OSError, during: str) -> TakOutage:
-    if isinstance(exc, ssl.SSLError):
-        return _outage_from_tls_error(exc, during)
-    if isinstance(exc, ConnectionRefusedError):
-        return TakOutage(OutageKind.UNREACHABLE, f"connection refused ({during})")
-    if isinstance(exc, ConnectionError):  # reset, aborted, broken pipe
-        return TakOutage(OutageKind.CLOSED, f"{exc.strerror or exc} ({during})")
-    if isinstance(exc, TimeoutError | socket.gaierror) or exc.errno in {
-        errno.EHOSTUNREACH,
-        errno.ENETUNREACH,
-    }:
-        return TakOutage(OutageKind.UNREACHABLE, f"{exc} ({during})")
-    return TakOutage(OutageKind.CLOSED, f"{exc} ({during})")
-
-
-_CLIENT_CERT_REJECTED = (
-    "CERTIFICATE_REQUIRED",
-    "BAD_CERTIFICATE",
-    "UNKNOWN_CA",
-    "CERTIFICATE_UNKNOWN",
-    "CERTIFICATE_EXPIRED",
-    "CERTIFICATE_REVOKED",
-    "UNSUPPORTED_CERTIFICATE",
-    "ACCESS_DENIED",
-)
-
-
-def _outage_from_tls_error(exc: ssl.SSLError, during: str) -> TakOutage:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        # 62 = X509_V_ERR_HOSTNAME_MISMATCH, 64 = X509_V_ERR_IP_ADDRESS_MISMATCH
-        if exc.verify_code in {62, 64}:
-            return TakOutage(
-                OutageKind.TLS_HOSTNAME,
-                f"server certificate does not match the host name: {exc.verify_message} "
-                "(set TAK_TLS_SERVER_NAME or fix TAK_URL)",
-            )
-        return TakOutage(
-            OutageKind.TLS_SERVER_CERT,
-            f"server certificate rejected: {exc.verify_message} (is TAK_TLS_CA the server's CA?)",
-        )
-    reason = exc.reason or ""
-    if any(marker in reason for marker in _CLIENT_CERT_REJECTED):
-        return TakOutage(
-            OutageKind.TLS_CLIENT_CERT,
-            f"the server rejected our client certificate ({reason}, {during}): "
-            "is TAK_TLS_CERT issued by the CA the server trusts?",
-        )
-    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
-        return TakOutage(OutageKind.CLOSED, f"TLS connection closed by the server ({during})")
-    return TakOutage(OutageKind.TLS_OTHER, f"{reason or exc} ({during})")
-
-
-_REJECTION_KINDS = frozenset({OutageKind.CLOSED, OutageKind.TLS_CLIENT_CERT})
-
-
 class StreamTakConnection:
-    """TCP or TLS: events and pings on one socket, pongs counted by an incremental reader."""
-
-    confirms = True
+    """TCP or TLS: the forwarder's events on one socket, confirmed as ``TAK_CONFIRM`` says."""
 
     def __init__(
         self,
         endpoint: TakEndpoint,
         *,
         tls: TlsFiles | None = None,
-        client_uid: str = "detection-api-forwarder",
+        client_uid: str | None = None,
+        presence: Presence | None = None,
+        confirm: ConfirmMode = ConfirmMode.AUTO,
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
         handshake_confirm_timeout: float = FIRST_PONG_MAX_SECONDS,
         write_timeout: float = 10.0,
+        readback_probe_seconds: float = READBACK_PROBE_SECONDS,
+        max_unfinished: int = MAX_UNFINISHED_EVENT_BYTES,
     ) -> None:
         self.endpoint = endpoint
         self._tls = tls or TlsFiles()
         self._server_name = self._tls.server_name or endpoint.host
-        self._ping_uid = f"{client_uid}-ping"
+        if presence is None:
+            presence = DEFAULT_PRESENCE if client_uid is None else Presence(client_uid, client_uid)
+        self.presence = presence
+        self.readback_presence = presence.derived("-readback", " read-back")
+        self._ping_uid = f"{presence.uid}-ping"
+        self.requested_mode = ConfirmMode(confirm)
+        self._mode = self.requested_mode
         self._connect_timeout = connect_timeout
         self._handshake_confirm_timeout = handshake_confirm_timeout
         self._write_timeout = write_timeout
-        self._sock: socket.socket | None = None
-        self._reader = CotStreamReader()
+        self._readback_probe_seconds = readback_probe_seconds
+        self._max_unfinished = max_unfinished
+        self._main: CotSocket | None = None
+        self._readback: CotSocket | None = None
+        self._ledger = ReadbackLedger()
+        self._seq = 0
         self._pings_sent = 0
         self._pongs_received = 0
-        self.routed_events_skipped = 0  # other clients' events the server sent us
+        self._last_presence = 0.0
+        self.routed_events_skipped = 0  # other clients' events (and echoes of ours) we read
+        self.unsolicited_pongs = 0  # pongs with no ping of ours outstanding: ignored
+        self._oversized_closed = 0
+
+    # --- state --------------------------------------------------------------------------------
+
+    @property
+    def mode(self) -> ConfirmMode:
+        """The mode in use (``auto`` until the first connect has probed the server)."""
+        return self._mode
+
+    @property
+    def confirms(self) -> bool:
+        return self._mode is not ConfirmMode.NONE
 
     @property
     def connected(self) -> bool:
-        return self._sock is not None
+        return self._main is not None and self._main.open
+
+    def counters(self) -> dict[str, int]:
+        oversized = self._oversized_closed + sum(
+            s.oversized_events for s in (self._main, self._readback) if s is not None
+        )
+        return {
+            "unsolicited_pongs": self.unsolicited_pongs,
+            "oversized_events": oversized,
+            "readback_unmatched": self._ledger.unmatched,
+        }
+
+    def _new_socket(self) -> CotSocket:
+        # The context is built on every connect: certificates rotated on disk are picked up.
+        context = build_ssl_context(self._tls) if self.endpoint.scheme is Scheme.TLS else None
+        return CotSocket(
+            self.endpoint,
+            context,
+            self._server_name,
+            connect_timeout=self._connect_timeout,
+            write_timeout=self._write_timeout,
+            max_unfinished=self._max_unfinished,
+        )
+
+    # --- connect and probe --------------------------------------------------------------------
 
     def connect(self) -> None:
-        """Connect, finish TLS, and prove the server answers with one ping round trip.
+        """Connect, announce the forwarder, and settle how batches will be confirmed.
 
         With TLS 1.3 a server that rejects our client certificate says so only on our next read:
-        without the round trip a rejected connection would look up.
+        every mode reads something from the server before the connection counts as up.
         """
         self.close()
-        self._reader = CotStreamReader()
-        self._pings_sent = self._pongs_received = 0
-        # Built on every connect: certificates rotated on disk are picked up by the next reconnect.
-        context = build_ssl_context(self._tls) if self.endpoint.scheme is Scheme.TLS else None
-        during = f"connecting to {self.endpoint}"
+        self._seq = self._pings_sent = self._pongs_received = 0
+        self._ledger.reset()
+        main = self._new_socket()
+        main.connect()
+        self._main = main
         try:
-            raw = socket.create_connection(
-                (self.endpoint.host, self.endpoint.port), timeout=self._connect_timeout
-            )
-        except OSError as exc:
-            raise _outage_from_os_error(exc, during) from exc
-        try:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            if context is not None:
-                sock: socket.socket = context.wrap_socket(raw, server_hostname=self._server_name)
-            else:
-                sock = raw
-        except OSError as exc:
-            raw.close()
-            raise _outage_from_os_error(exc, f"TLS handshake with {self.endpoint}") from exc
-        self._sock = sock
-        try:
-            seq = self.send(())
-            self.wait_confirmed(
-                seq,
-                self._handshake_confirm_timeout,
-                while_receiving=FIRST_PONG_STREAMING_MAX_SECONDS,
-            )
+            self._write_presence(main, self.presence)
+            # The presence must arrive alone: FreeTAKServer parses the first read of a
+            # connection as the client's identity and drops the client if more follows in it.
+            self._drain(main, PRESENCE_SETTLE_SECONDS)
+            self._mode = self._settle_mode()
         except TakConfirmTimeout as exc:
             self._abort()
             raise TakOutage(
                 OutageKind.NO_PONG,
                 f"{self.endpoint} accepted the connection but never answered a ping "
-                "(an input-only port? TAK Server needs its streaming port, e.g. 8089)",
+                "(an input-only port? TAK Server needs its streaming port, e.g. 8089; "
+                "servers that never answer pings need TAK_CONFIRM=readback or auto)",
             ) from exc
         except TakOutage as exc:
             self._abort()
-            has_identity = bool(self._tls.cert or self._tls.p12)
-            if context is not None and not has_identity and exc.kind in _REJECTION_KINDS:
+            raise self._explain_rejection(exc) from exc
+
+    def _explain_rejection(self, exc: TakOutage) -> TakOutage:
+        if self.endpoint.scheme is not Scheme.TLS:
+            return exc
+        has_identity = bool(self._tls.cert or self._tls.p12)
+        if not has_identity and exc.kind in REJECTION_KINDS:
+            return TakOutage(
+                OutageKind.TLS_CLIENT_CERT,
+                f"{self.endpoint} refused the connection during TLS set-up: no client "
+                "certificate is configured (TAK_TLS_CERT and TAK_TLS_KEY, or TAK_TLS_P12)",
+            )
+        if exc.kind is OutageKind.CLOSED:
+            # A TLS server that hangs up before answering anything has, in practice, refused
+            # our client certificate.
+            return TakOutage(
+                OutageKind.TLS_CLIENT_CERT,
+                f"{self.endpoint} closed the connection during TLS set-up; it probably "
+                "rejected our client certificate (is TAK_TLS_CERT issued by its CA?)",
+            )
+        return exc
+
+    def _settle_mode(self) -> ConfirmMode:
+        requested = self.requested_mode
+        if requested in (ConfirmMode.PONG, ConfirmMode.AUTO):
+            seq = self._write_ping()
+            try:
+                self._wait_pong(
+                    seq,
+                    self._handshake_confirm_timeout,
+                    while_receiving=FIRST_PONG_STREAMING_MAX_SECONDS,
+                )
+                return ConfirmMode.PONG
+            except TakConfirmTimeout:
+                if requested is ConfirmMode.PONG:
+                    raise
+                self._pongs_received = self._pings_sent  # a late pong now counts as unsolicited
+        if requested in (ConfirmMode.READBACK, ConfirmMode.AUTO):
+            if self._probe_readback():
+                return ConfirmMode.READBACK
+            if requested is ConfirmMode.READBACK:
                 raise TakOutage(
-                    OutageKind.TLS_CLIENT_CERT,
-                    f"{self.endpoint} refused the connection during TLS set-up: no client "
-                    "certificate is configured (TAK_TLS_CERT and TAK_TLS_KEY, or TAK_TLS_P12)",
-                ) from exc
-            if context is not None and exc.kind is OutageKind.CLOSED:
-                # A TLS server that hangs up before answering the first ping has, in practice,
-                # refused our client certificate.
-                raise TakOutage(
-                    OutageKind.TLS_CLIENT_CERT,
-                    f"{self.endpoint} closed the connection during TLS set-up; it probably "
-                    "rejected our client certificate (is TAK_TLS_CERT issued by its CA?)",
-                ) from exc
-            raise
+                    OutageKind.NO_READBACK,
+                    f"{self.endpoint} did not relay our presence event back to our second "
+                    f"connection within {self._readback_probe_seconds:g} s (TAK_CONFIRM=readback)",
+                )
+            return ConfirmMode.NONE
+        # none: one short read, so a TLS server rejecting our certificate shows now.
+        self._drain(self._require_main(), 0.3)
+        return ConfirmMode.NONE
+
+    def _probe_readback(self) -> bool:
+        """Open the read-back connection and wait for our own presence event to come back.
+
+        Two tries, half the probe time each: first the read-back connection announces itself at
+        once (FreeTAKServer routes only to identified clients, and over TLS a client that stays
+        silent holds up its accept loop); then a fresh one that waits
+        ``READBACK_IDENTIFY_AFTER_SECONDS`` first (OpenTAKServer ignores, for the whole session,
+        a client that sends before its broker channel is up)."""
+        budget = self._readback_probe_seconds / 2
+        return self._probe_readback_once(0.0, budget) or self._probe_readback_once(
+            READBACK_IDENTIFY_AFTER_SECONDS, budget
+        )
+
+    def _probe_readback_once(self, identify_after: float, budget: float) -> bool:
+        readback = self._new_socket()
+        readback.connect()
+        self._readback = readback
+        started = time.monotonic()
+        identified = False
+        nonces: set[str] = set()
+        next_probe = started
+        while (now := time.monotonic()) < started + budget:
+            if not identified and now - started >= identify_after:
+                self._write_presence(readback, self.readback_presence)
+                identified = True
+            if now >= next_probe:
+                nonce = new_nonce()
+                nonces.add(nonce)
+                probe = stamp_nonce(self.presence.event(datetime.now(UTC)), nonce)
+                self._require_main().write([probe])
+                next_probe = now + READBACK_PROBE_EVERY_SECONDS
+            for sock, seen in self._read_any(min(0.2, max(0.0, next_probe - now))):
+                if sock is readback and any(
+                    e.uid == self.presence.uid and e.nonce in nonces for e in seen
+                ):
+                    if not identified:  # a proper client announces itself all the same
+                        self._write_presence(readback, self.readback_presence)
+                    return True
+        readback.close(drain_seconds=0.1)
+        self._readback = None
+        return False
+
+    def _write_presence(self, sock: CotSocket, presence: Presence) -> None:
+        sock.write([presence.event(datetime.now(UTC))])
+        if sock is self._main:
+            self._last_presence = time.monotonic()
+
+    # --- sending --------------------------------------------------------------------------------
 
     def send(self, events: Sequence[bytes]) -> int:
-        sock = self._require_socket()
-        ping = build_ping(self._ping_uid, datetime.now(UTC))
-        try:
-            sock.settimeout(self._write_timeout)
-            data = b"".join((*events, ping))
-            if isinstance(sock, ssl.SSLSocket):
-                view = memoryview(data)
-                for start in range(0, len(data), TLS_RECORD_BYTES):
-                    sock.sendall(view[start : start + TLS_RECORD_BYTES])
-            else:
-                sock.sendall(data)
-        except TimeoutError as exc:
-            self._abort()
-            raise TakConfirmTimeout(f"{self.endpoint} stopped reading our events") from exc
-        except OSError as exc:
-            self._abort()
-            raise _outage_from_os_error(exc, f"sending to {self.endpoint}") from exc
+        main = self._require_main()
+        out: list[bytes] = []
+        if time.monotonic() - self._last_presence >= PRESENCE_REFRESH_SECONDS:
+            out.append(self.presence.event(datetime.now(UTC)))  # keep the contact fresh
+            self._last_presence = time.monotonic()
+        self._seq += 1
+        if self._mode is ConfirmMode.READBACK:
+            expected = []
+            for event in events:
+                nonce = new_nonce()
+                out.append(stamp_nonce(event, nonce))
+                expected.append((event_uid(event), nonce))
+            self._ledger.expect(self._seq, expected)
+            main.write(out)
+            return self._seq
+        out.extend(events)
+        if self._mode is ConfirmMode.PONG:
+            if self._pongs_received == self._pings_sent:
+                self.drain()  # pongs that came before this ping are not its answer
+            out.append(build_ping(self._ping_uid, datetime.now(UTC)))
+            main.write(out)
+            self._pings_sent += 1
+            return self._pings_sent
+        main.write(out)
+        return self._seq
+
+    def drain(self, max_reads: int = 64) -> None:
+        """Read what the server has sent so far without waiting. Called when idle and before
+        a ping: a pong read while no ping of ours is outstanding is unsolicited and confirms
+        nothing; and a busy TAK network's events must not pile up unread in the server."""
+        if not self.connected:
+            return
+        for _ in range(max_reads):
+            if not self._read_any(0):
+                return
+
+    def _write_ping(self) -> int:
+        self._require_main().write([build_ping(self._ping_uid, datetime.now(UTC))])
         self._pings_sent += 1
         return self._pings_sent
 
-    def wait_confirmed(self, ping_seq: int, timeout: float, *, while_receiving: float = 0) -> None:
+    # --- confirming -----------------------------------------------------------------------------
+
+    def wait_confirmed(self, seq: int, timeout: float) -> None:
+        if self._mode is ConfirmMode.PONG:
+            self._wait_pong(seq, timeout)
+        elif self._mode is ConfirmMode.READBACK:
+            self._wait_readback(seq, timeout)
+
+    def _wait_pong(self, ping_seq: int, timeout: float, *, while_receiving: float = 0) -> None:
         """Wait for the pong of ping ``ping_seq``. With ``while_receiving``, incoming data
         restarts the timeout, up to that many seconds in all."""
         started = time.monotonic()
@@ -456,73 +407,92 @@ class StreamTakConnection:
         while self._pongs_received < ping_seq:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self._abort()  # a late pong would confirm the wrong batch: start afresh
+                if self._mode is ConfirmMode.PONG:
+                    self._abort()  # a late pong would confirm the wrong batch: start afresh
                 raise TakConfirmTimeout(f"no pong from {self.endpoint} within {timeout:g} s")
-            if self._read_once(remaining) and while_receiving:
+            if self._read_any(remaining) and while_receiving:
                 deadline = min(hard_deadline, time.monotonic() + timeout)
 
-    def _read_once(self, timeout: float) -> bool:
-        """Read what arrives within ``timeout``; True if anything did."""
-        sock = self._require_socket()
-        try:
-            sock.settimeout(timeout)
-            data = sock.recv(_RECV_BYTES)
-        except TimeoutError:
-            return False
-        except OSError as exc:
-            self._abort()
-            raise _outage_from_os_error(exc, f"reading from {self.endpoint}") from exc
-        if not data:
-            self._abort()
-            raise TakOutage(OutageKind.CLOSED, f"{self.endpoint} closed the connection")
-        for event_type in self._reader.feed(data):
-            if event_type == PONG_TYPE:
-                self._pongs_received += 1
+    def _wait_readback(self, seq: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._ledger.done(seq):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                missing = self._ledger.outstanding()
+                self._abort()
+                raise TakConfirmTimeout(
+                    f"{missing} event(s) not relayed back by {self.endpoint} within {timeout:g} s"
+                )
+            self._read_any(remaining)
+
+    def _read_any(self, timeout: float) -> list[tuple[CotSocket, list[SeenEvent]]]:
+        """Read whatever arrives on either socket within ``timeout``, and account for it."""
+        sockets = [s for s in (self._main, self._readback) if s is not None and s.open]
+        if not sockets:
+            raise TakOutage(OutageKind.CLOSED, f"not connected to {self.endpoint}")
+        ready = [s for s in sockets if s.buffered]
+        if not ready:
+            try:
+                ready, _, _ = select.select(sockets, [], [], max(0.0, timeout))
+            except (OSError, ValueError) as exc:
+                self._abort()
+                raise TakOutage(OutageKind.CLOSED, f"{self.endpoint}: {exc}") from exc
+        got = []
+        for sock in ready:
+            seen = sock.read(0.05)
+            if seen is not None:
+                self._account(sock, seen)
+                got.append((sock, seen))
+        return got
+
+    def _account(self, sock: CotSocket, seen: list[SeenEvent]) -> None:
+        from_main = sock is self._main
+        for event in seen:
+            if event.type == PONG_TYPE:
+                # One pong per outstanding ping of ours, on our main connection; any other pong
+                # (relayed from another client, forged, late) confirms nothing.
+                if from_main and self._pongs_received < self._pings_sent:
+                    self._pongs_received += 1
+                else:
+                    self.unsolicited_pongs += 1
+            elif not from_main and event.nonce is not None:
+                self._ledger.seen(event.uid, event.nonce)
             else:
                 self.routed_events_skipped += 1
-        return True
 
-    def _require_socket(self) -> socket.socket:
-        if self._sock is None:
+    def _drain(self, sock: CotSocket, seconds: float) -> None:
+        seen = sock.read(seconds)
+        if seen:
+            self._account(sock, seen)
+
+    # --- closing --------------------------------------------------------------------------------
+
+    def _require_main(self) -> CotSocket:
+        if self._main is None or not self._main.open:
             raise TakOutage(OutageKind.CLOSED, f"not connected to {self.endpoint}")
-        return self._sock
+        return self._main
 
     def _abort(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
+        for sock in (self._main, self._readback):
+            if sock is not None:
+                self._oversized_closed += sock.oversized_events
+                sock.abort()
+        self._main = self._readback = None
 
     def close(self, drain_seconds: float = 0.5) -> None:
-        """Close cleanly: read what the server still sends (unread TLS 1.3 session tickets make
-        the peer see a reset), then TLS close_notify (``unwrap``) and TCP FIN."""
-        sock, self._sock = self._sock, None
-        if sock is None:
-            return
-        try:
-            deadline = time.monotonic() + drain_seconds
-            sock.settimeout(0.05)
-            while time.monotonic() < deadline:
-                try:
-                    if not sock.recv(_RECV_BYTES):
-                        break
-                except TimeoutError:
-                    break
-            sock.settimeout(drain_seconds)
-            if isinstance(sock, ssl.SSLSocket):
-                sock = sock.unwrap()
-            sock.shutdown(socket.SHUT_RDWR)
-        except (OSError, ValueError):
-            pass  # the peer went first; nothing left to protect
-        finally:
-            with contextlib.suppress(OSError):
-                sock.close()
+        """Close cleanly (both connections): drain, TLS close_notify, TCP FIN."""
+        for sock in (self._main, self._readback):
+            if sock is not None:
+                self._oversized_closed += sock.oversized_events
+                sock.close(drain_seconds)
+        self._main = self._readback = None
 
 
 class UdpTakConnection:
     """Best effort: one event per datagram, nothing ever confirmed."""
 
     confirms = False
+    mode = ConfirmMode.NONE
 
     def __init__(self, endpoint: TakEndpoint) -> None:
         self.endpoint = endpoint
@@ -540,7 +510,7 @@ class UdpTakConnection:
                 self.endpoint.host, self.endpoint.port, type=socket.SOCK_DGRAM
             )[0]
         except OSError as exc:
-            raise _outage_from_os_error(exc, f"resolving {self.endpoint}") from exc
+            raise outage_from_os_error(exc, f"resolving {self.endpoint}") from exc
         family, kind, proto, _, address = info
         self._sock = socket.socket(family, kind, proto)
         self._address = (str(address[0]), int(address[1]))
@@ -553,11 +523,17 @@ class UdpTakConnection:
                 self._sock.sendto(event, self._address)
         except OSError as exc:
             self.close()
-            raise _outage_from_os_error(exc, f"sending to {self.endpoint}") from exc
+            raise outage_from_os_error(exc, f"sending to {self.endpoint}") from exc
         return 0
 
-    def wait_confirmed(self, ping_seq: int, timeout: float) -> None:
+    def wait_confirmed(self, seq: int, timeout: float) -> None:
         """Nothing to wait for: UDP has no acknowledgement."""
+
+    def counters(self) -> dict[str, int]:
+        return {}
+
+    def drain(self) -> None:
+        """Nothing comes back over UDP."""
 
     def close(self) -> None:
         sock, self._sock = self._sock, None
@@ -569,7 +545,9 @@ def open_connection(
     url: str,
     tls: TlsFiles | None = None,
     *,
-    client_uid: str = "detection-api-forwarder",
+    client_uid: str | None = None,
+    presence: Presence | None = None,
+    confirm: ConfirmMode | str = ConfirmMode.AUTO,
     confirm_timeout: float = 10.0,
 ) -> StreamTakConnection | UdpTakConnection:
     """A not-yet-connected connection for ``url`` (call ``connect()``; it raises TakOutage)."""
@@ -580,6 +558,8 @@ def open_connection(
         endpoint,
         tls=tls,
         client_uid=client_uid,
+        presence=presence,
+        confirm=ConfirmMode(confirm),
         handshake_confirm_timeout=min(confirm_timeout, FIRST_PONG_MAX_SECONDS),
         write_timeout=confirm_timeout,
     )
