@@ -1,6 +1,6 @@
 """Hostile payloads against the payload model and the core pipeline, in process (no server).
 
-The promise (design.md §6): bad input is a 4xx problem, never a 500. Here that means
+The promise (README "HTTP API"): bad input is a 4xx problem, never a 500. Here that means
 - ``parse_detection`` raises nothing but ``pydantic.ValidationError``, whatever JSON value it gets
   (NaN, infinities, huge numbers, odd unicode, deep nesting, wrong types), and its errors turn into
   problem members that serialise;

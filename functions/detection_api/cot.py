@@ -1,4 +1,4 @@
-"""Cursor-on-Target 2.0 events for geolocated detections (design.md §5), and the TAK ping.
+"""Cursor-on-Target 2.0 events for geolocated detections (README "Cursor-on-Target"), and the TAK ping.
 
 Event shape::
 

@@ -1,6 +1,6 @@
 """The function as the Procfile runs it (functions-framework), against a real Redis.
 
-Covers design.md §6: CloudEvents in three modes, v1 REST, records, idempotency, thresholds,
+Covers the README's "HTTP API": CloudEvents in three modes, v1 REST, records, idempotency, thresholds,
 problem+json for every malformed input with nothing left in the queue, and Redis outages (503, then
 recovery without a restart).
 """

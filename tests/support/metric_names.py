@@ -1,4 +1,4 @@
-"""The metric names the code exports and the alert rules may use (design.md section 9).
+"""The metric names the code exports and the alert rules may use (README "Operations").
 
 One list for the whole test suite: tests/test_knative_alerts.py checks every PromQL selector in
 knative/ against it, and a scrape test checks it against what the running function and forwarder

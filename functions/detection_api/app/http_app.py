@@ -1,4 +1,4 @@
-"""The function's HTTP surface (design.md §6) as a Flask app.
+"""The function's HTTP surface (README "HTTP API") as a Flask app.
 
 functions-framework (``functions/main.py``) hands every request to this app: with the HTTP signature
 all paths reach the one target, so routing, errors and metrics live here. Routes are thin: parse,

@@ -1,6 +1,6 @@
 """Camera orientation: the optical axes in local East-North-Up and the ray through a pixel.
 
-Conventions (design.md §3): camera frame x right, y down, z forward. For heading h (clockwise from
+Conventions (README "The detection payload"): camera frame x right, y down, z forward. For heading h (clockwise from
 true north), pitch p (up positive) and roll r (positive turns the image's right side down), in ENU
 at the camera:
 

@@ -1,6 +1,6 @@
 """locate(): from a pixel and the camera's pose to the WGS84 ground point, with its uncertainty.
 
-The answer is the first point along the pixel's ray (design.md §3 conventions, see geo/camera.py)
+The answer is the first point along the pixel's ray (conventions in geo/camera.py)
 whose WGS84 geodetic height equals the ground height: exact ellipsoid geometry in ECEF with the
 ENU frame rotated at the camera, no flat-earth degree conversions (geo/intersect.py; within 1 um of
 an exact solver, tested against pymap3d to 1 cm at up to 20 km). When there is no such point the

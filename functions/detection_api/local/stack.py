@@ -1,4 +1,4 @@
-"""The whole local stack behind ``detection-api up`` (design.md §10), supervised as one unit.
+"""The whole local stack behind ``detection-api up`` (README "Quick start"), supervised as one unit.
 
 Start order: Redis (appendonly, ``<data>/redis``) -> taky over mutual TLS (certificates made once
 in ``<data>/pki``; skipped when ``TAK_URL`` points elsewhere or with ``--no-tak``) -> the forwarder
