@@ -13,12 +13,15 @@ PYTEST_ARGS ?=
 include deploy.mk
 # Security scanning: ruff (security rules), bandit, waiver reasons, shellcheck (see lint.mk).
 include lint.mk
+# OpenTAKServer interop: make interop (see interop.mk).
+include interop.mk
 
 help:
 	@echo "make run     - local stack: Redis, function on :8080, TAK forwarder, taky"
 	@echo "make test    - unit tests, then integration tests against real processes"
 	@echo "make lint    - ruff (security rules), bandit, waiver reasons, shellcheck"
 	@echo "make bench   - loopback benchmarks (ours vs a raw baseline, one run)"
+	@echo "make interop - OpenTAKServer in a private namespace, and the tests against it (root)"
 	@echo "make build render deploy canary promote rollback status undeploy  (DRY_RUN=1 prints)"
 
 venv: $(STAMP)
@@ -34,7 +37,7 @@ run: $(STAMP)
 test: unit integration
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests --ignore=tests/integration $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests --ignore=tests/integration --ignore=tests/interop $(PYTEST_ARGS)
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
