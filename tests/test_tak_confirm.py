@@ -63,8 +63,15 @@ class RelayServer:
         relay: bool = True,
         read_size: int = 65536,
         identity_read_alone: bool = False,
+        parse_each_read_alone: bool = False,
+        seconds_per_read: float = 0.0,
     ) -> None:
         self.pong, self.echo, self.relay = pong, echo, relay
+        # OpenTAKServer: every read is parsed on its own; an event split between two reads is
+        # lost (its head ends one read, its tail starts the next). A slow server reads rarely,
+        # so what a client wrote meanwhile is read in reads of read_size.
+        self.parse_each_read_alone = parse_each_read_alone
+        self.seconds_per_read = seconds_per_read
         # FreeTAKServer: the first read of a connection must hold the identity event and nothing
         # else, or the client is dropped.
         self.identity_read_alone = identity_read_alone
@@ -118,6 +125,7 @@ class RelayServer:
                     with self._lock:
                         self._clients[conn] = bytearray()
                     continue
+                time.sleep(self.seconds_per_read)
                 try:
                     data = sock.recv(self.read_size)
                 except OSError:
@@ -142,6 +150,10 @@ class RelayServer:
                             sock.close()
                             continue
                     buffer = self._clients[sock]
+                    if self.parse_each_read_alone:
+                        buffer.clear()  # the tail of the previous read is lost
+                        start = data.find(b"<event")
+                        data = data[start:] if start >= 0 else b""
                     buffer += data
                     while (end := buffer.find(b"</event>")) >= 0:
                         whole = bytes(buffer[: end + len(b"</event>")])
@@ -311,6 +323,22 @@ def test_the_presence_is_read_alone_before_anything_else(
     conn.wait_confirmed(seq, 5)
     conn.close()
     assert server.dropped == 0
+
+
+def test_readback_keeps_a_slow_server_that_parses_each_read_alone_whole(
+    relay: Callable[..., RelayServer],
+) -> None:
+    """OpenTAKServer over TCP: 64 KiB reads parsed alone, ~20 reads/s. With a whole batch of
+    300 kB written at once, an event is lost at every read boundary, and again on every resend:
+    nothing would ever be confirmed. At most a window is unconfirmed, so each read is whole."""
+    server = relay(pong=False, parse_each_read_alone=True, seconds_per_read=0.05)
+    conn = connection(server, ConfirmMode.READBACK)
+    conn.connect()
+    events = [event(f"det-{i}", "x" * 900) for i in range(300)]
+    assert sum(map(len, events)) > 4 * 65536
+    seq = conn.send(events)
+    conn.wait_confirmed(seq, 10)
+    conn.close()
 
 
 def test_readback_never_confirms_a_batch_the_server_did_not_relay(

@@ -1,4 +1,5 @@
-"""Cursor-on-Target 2.0 events for geolocated detections (README "Cursor-on-Target"), and the TAK ping.
+"""Cursor-on-Target 2.0 events for geolocated detections, and the TAK ping (README
+"Cursor-on-Target").
 
 Event shape::
 

@@ -1,8 +1,8 @@
 """The function as the Procfile runs it (functions-framework), against a real Redis.
 
-Covers the README's "HTTP API": CloudEvents in three modes, v1 REST, records, idempotency, thresholds,
-problem+json for every malformed input with nothing left in the queue, and Redis outages (503, then
-recovery without a restart).
+Covers the README's "HTTP API": CloudEvents in three modes, v1 REST, records, idempotency,
+thresholds, problem+json for every malformed input with nothing left in the queue, and Redis
+outages (503, then recovery without a restart).
 """
 
 from __future__ import annotations

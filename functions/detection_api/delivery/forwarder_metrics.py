@@ -1,7 +1,8 @@
 """The forwarder's Prometheus metrics and its liveness endpoint, on one small HTTP server.
 
-Names are a contract with the alert rules (README "Operations"). Gauges that describe Redis (queue depth,
-dead letters) are read when Prometheus scrapes, so they are right even when the forwarder is stuck.
+Names are a contract with the alert rules (README "Operations"). Gauges that describe Redis
+(queue depth, dead letters) are read when Prometheus scrapes, so they are right even when the
+forwarder is stuck.
 ``GET /health`` answers 200 while the main loop's heartbeat is fresh and 503 when it is not: it is
 the Kubernetes liveness probe, so a wedged loop gets the pod restarted.
 """

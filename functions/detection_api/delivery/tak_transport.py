@@ -90,6 +90,12 @@ READBACK_IDENTIFY_AFTER_SECONDS = 2.5
 # After the presence, the first thing on a connection: wait this long (or until the server says
 # something) before writing anything else, so the presence is read alone (FreeTAKServer).
 PRESENCE_SETTLE_SECONDS = 0.5
+# readback: bytes written and not yet relayed back, at most. OpenTAKServer reads plain TCP 64 KiB
+# at a time and drops the event a read ends in, so more than 64 KiB waiting in its socket loses
+# an event on every read, again on every resend; and a slow server (FreeTAKServer and
+# OpenTAKServer relay 20-40 events/s here) must confirm a window, not a whole batch, within the
+# confirmation timeout, or every resend of that batch would cost an attempt.
+READBACK_WINDOW_BYTES = 24 * 1024
 _UID = re.compile(rb"<event\b[^>]*?\suid=\"([^\"]*)\"")
 
 
@@ -154,8 +160,10 @@ class StreamTakConnection:
         write_timeout: float = 10.0,
         readback_probe_seconds: float = READBACK_PROBE_SECONDS,
         max_unfinished: int = MAX_UNFINISHED_EVENT_BYTES,
+        window_timeout: float = 10.0,
     ) -> None:
         self.endpoint = endpoint
+        self._window_timeout = window_timeout  # readback: one window must come back within it
         self._tls = tls or TlsFiles()
         self._server_name = self._tls.server_name or endpoint.host
         if presence is None:
@@ -356,14 +364,7 @@ class StreamTakConnection:
             self._last_presence = time.monotonic()
         self._seq += 1
         if self._mode is ConfirmMode.READBACK:
-            expected = []
-            for event in events:
-                nonce = new_nonce()
-                out.append(stamp_nonce(event, nonce))
-                expected.append((event_uid(event), nonce))
-            self._ledger.expect(self._seq, expected)
-            main.write(out)
-            return self._seq
+            return self._send_in_windows(main, out, events)
         out.extend(events)
         if self._mode is ConfirmMode.PONG:
             if self._pongs_received == self._pings_sent:
@@ -374,6 +375,33 @@ class StreamTakConnection:
             return self._pings_sent
         main.write(out)
         return self._seq
+
+    def _send_in_windows(self, main: CotSocket, out: list[bytes], events: Sequence[bytes]) -> int:
+        """Write ``events`` stamped with fresh nonces, at most ``READBACK_WINDOW_BYTES`` of them
+        unconfirmed at any time: before each further window, wait until everything written
+        earlier has come back. Returns the sequence number of the last window."""
+        self._seq -= 1  # each window takes its own number below
+        window: list[tuple[bytes, tuple[str, str]]] = []
+        size = sum(len(e) for e in out)  # the presence refresh, if any, goes with the first
+        for event in events:
+            nonce = new_nonce()
+            stamped = stamp_nonce(event, nonce)
+            if window and size + len(stamped) > READBACK_WINDOW_BYTES:
+                self._write_window(main, out, window)
+                out, window, size = [], [], 0
+            window.append((stamped, (event_uid(event), nonce)))
+            size += len(stamped)
+        self._write_window(main, out, window)
+        return self._seq
+
+    def _write_window(
+        self, main: CotSocket, out: list[bytes], window: list[tuple[bytes, tuple[str, str]]]
+    ) -> None:
+        if self._ledger.outstanding():
+            self._wait_readback(self._seq, self._window_timeout)
+        self._seq += 1
+        self._ledger.expect(self._seq, [item for _, item in window])
+        main.write([*out, *(event for event, _ in window)])
 
     def drain(self, max_reads: int = 64) -> None:
         """Read what the server has sent so far without waiting. Called when idle and before
@@ -562,4 +590,5 @@ def open_connection(
         confirm=ConfirmMode(confirm),
         handshake_confirm_timeout=min(confirm_timeout, FIRST_PONG_MAX_SECONDS),
         write_timeout=confirm_timeout,
+        window_timeout=confirm_timeout,
     )

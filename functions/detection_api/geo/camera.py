@@ -1,8 +1,8 @@
 """Camera orientation: the optical axes in local East-North-Up and the ray through a pixel.
 
-Conventions (README "The detection payload"): camera frame x right, y down, z forward. For heading h (clockwise from
-true north), pitch p (up positive) and roll r (positive turns the image's right side down), in ENU
-at the camera:
+Conventions (README "The detection payload"): camera frame x right, y down, z forward. For
+heading h (clockwise from true north), pitch p (up positive) and roll r (positive turns the
+image's right side down), in ENU at the camera:
 
     forward      F  = (sin h cos p, cos h cos p, sin p)
     level right  R0 = (cos h, -sin h, 0)                 the image's right at zero roll
