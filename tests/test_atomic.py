@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from redis import Redis
 
 from detection_api.delivery.atomic import AtomicWriter
-from detection_api.local.redis_server import RedisServer
-
-
-@pytest.fixture
-def redis(tmp_path: Path):
-    server = RedisServer(data_dir=tmp_path).start()
-    try:
-        yield server.client()
-    finally:
-        server.stop()
 
 
 def test_writes_everything_when_all_keys_are_absent(redis: Redis) -> None:

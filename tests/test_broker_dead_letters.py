@@ -4,22 +4,10 @@ by age (real Redis server)."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-import pytest
 from redis import Redis
 
 from detection_api.delivery import broker_dead_letters as letters
-from detection_api.local.redis_server import RedisServer
-
-
-@pytest.fixture
-def redis(tmp_path: Path):
-    server = RedisServer(data_dir=tmp_path).start()
-    try:
-        yield server.client()
-    finally:
-        server.stop()
 
 
 def attributes(event_id: str, code: str = "422") -> dict[str, str]:

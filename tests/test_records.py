@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from redis import Redis
 
 from detection_api.delivery.atomic import AtomicWriter
@@ -17,18 +14,8 @@ from detection_api.delivery.records import (
     new_record_id,
     record_key,
 )
-from detection_api.local.redis_server import RedisServer
 
 RETENTION = 86_400
-
-
-@pytest.fixture
-def redis(tmp_path: Path):
-    server = RedisServer(data_dir=tmp_path).start()
-    try:
-        yield server.client()
-    finally:
-        server.stop()
 
 
 def test_record_ids_are_random_and_valid_job_ids() -> None:
