@@ -95,7 +95,7 @@ PRESENCE_SETTLE_SECONDS = 0.5
 # an event on every read, again on every resend; and a slow server (FreeTAKServer and
 # OpenTAKServer relay 20-40 events/s here) must confirm a window, not a whole batch, within the
 # confirmation timeout, or every resend of that batch would cost an attempt.
-READBACK_WINDOW_BYTES = 24 * 1024
+READBACK_WINDOW_BYTES = 48 * 1024
 _UID = re.compile(rb"<event\b[^>]*?\suid=\"([^\"]*)\"")
 
 
