@@ -121,6 +121,10 @@ class ReadbackLedger:
     def outstanding(self) -> int:
         return len(self._by_nonce)
 
+    def waiting(self, nonce: str) -> bool:
+        """Whether the event stamped ``nonce`` is written and not yet read back."""
+        return nonce in self._by_nonce
+
     def reset(self) -> None:
         """A new connection: nothing written before can be confirmed any more."""
         self._batches.clear()

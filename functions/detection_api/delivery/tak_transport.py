@@ -90,12 +90,11 @@ READBACK_IDENTIFY_AFTER_SECONDS = 2.5
 # After the presence, the first thing on a connection: wait this long (or until the server says
 # something) before writing anything else, so the presence is read alone (FreeTAKServer).
 PRESENCE_SETTLE_SECONDS = 0.5
-# readback: bytes written and not yet relayed back, at most. OpenTAKServer reads plain TCP 64 KiB
-# at a time and drops the event a read ends in, so more than 64 KiB waiting in its socket loses
-# an event on every read, again on every resend; and a slow server (FreeTAKServer and
-# OpenTAKServer relay 20-40 events/s here) must confirm a window, not a whole batch, within the
-# confirmation timeout, or every resend of that batch would cost an attempt.
-READBACK_WINDOW_BYTES = 48 * 1024
+# readback: bytes written and not yet relayed back, at most (a sliding window). Over plain TCP
+# OpenTAKServer parses each 64 KiB read alone and drops the event a read ends in, so more than
+# 64 KiB waiting in its socket loses an event on every read, and again on every resend. Over TLS
+# a read ends with a record of whole events: the window there only keeps the pipe bounded.
+READBACK_WINDOW_BYTES = {Scheme.TCP: 48 * 1024, Scheme.TLS: 512 * 1024}
 _UID = re.compile(rb"<event\b[^>]*?\suid=\"([^\"]*)\"")
 
 
@@ -181,6 +180,7 @@ class StreamTakConnection:
         self._main: CotSocket | None = None
         self._readback: CotSocket | None = None
         self._ledger = ReadbackLedger()
+        self._unconfirmed: dict[str, int] = {}  # readback: nonce -> bytes written, not yet back
         self._seq = 0
         self._pings_sent = 0
         self._pongs_received = 0
@@ -237,6 +237,7 @@ class StreamTakConnection:
         self.close()
         self._seq = self._pings_sent = self._pongs_received = 0
         self._ledger.reset()
+        self._unconfirmed.clear()
         main = self._new_socket()
         main.connect()
         self._main = main
@@ -377,31 +378,63 @@ class StreamTakConnection:
         return self._seq
 
     def _send_in_windows(self, main: CotSocket, out: list[bytes], events: Sequence[bytes]) -> int:
-        """Write ``events`` stamped with fresh nonces, at most ``READBACK_WINDOW_BYTES`` of them
-        unconfirmed at any time: before each further window, wait until everything written
-        earlier has come back. Returns the sequence number of the last window."""
-        self._seq -= 1  # each window takes its own number below
-        window: list[tuple[bytes, tuple[str, str]]] = []
-        size = sum(len(e) for e in out)  # the presence refresh, if any, goes with the first
+        """Write ``events`` stamped with fresh nonces, never more than ``READBACK_WINDOW_BYTES``
+        of them written and not yet read back (a sliding window: a write waits only for the
+        room it needs). Returns the sequence number of the last write."""
+        self._seq -= 1  # each write takes its own number below
+        chunk: list[bytes] = list(out)  # the presence refresh, if any, goes with the first
+        items: list[tuple[str, str]] = []
+        sizes: list[int] = []
         for event in events:
             nonce = new_nonce()
             stamped = stamp_nonce(event, nonce)
-            if window and size + len(stamped) > READBACK_WINDOW_BYTES:
-                self._write_window(main, out, window)
-                out, window, size = [], [], 0
-            window.append((stamped, (event_uid(event), nonce)))
-            size += len(stamped)
-        self._write_window(main, out, window)
+            if sum(sizes) + len(stamped) > self._window_room():
+                if chunk:
+                    self._write_stamped(main, chunk, items, sizes)
+                    chunk, items, sizes = [], [], []
+                self._wait_for_room(len(stamped))
+            chunk.append(stamped)
+            items.append((event_uid(event), nonce))
+            sizes.append(len(stamped))
+        if chunk:
+            self._write_stamped(main, chunk, items, sizes)
         return self._seq
 
-    def _write_window(
-        self, main: CotSocket, out: list[bytes], window: list[tuple[bytes, tuple[str, str]]]
+    def _write_stamped(
+        self, main: CotSocket, chunk: list[bytes], items: list[tuple[str, str]], sizes: list[int]
     ) -> None:
-        if self._ledger.outstanding():
-            self._wait_readback(self._seq, self._window_timeout)
         self._seq += 1
-        self._ledger.expect(self._seq, [item for _, item in window])
-        main.write([*out, *(event for event, _ in window)])
+        self._ledger.expect(self._seq, items)
+        for (_, nonce), size in zip(items, sizes, strict=True):
+            self._unconfirmed[nonce] = size
+        main.write(chunk)
+
+    def _unconfirmed_bytes(self) -> int:
+        for nonce in [n for n in self._unconfirmed if not self._ledger.waiting(n)]:
+            del self._unconfirmed[nonce]
+        return sum(self._unconfirmed.values())
+
+    def _window_room(self) -> int:
+        return READBACK_WINDOW_BYTES[self.endpoint.scheme] - self._unconfirmed_bytes()
+
+    def _wait_for_room(self, needed: int) -> None:
+        """Read until ``needed`` bytes fit in the window (or nothing is unconfirmed). The timeout
+        runs from the last event read back: a slow server that keeps relaying is not stuck."""
+        deadline = time.monotonic() + self._window_timeout
+        waiting = self._ledger.outstanding()
+        while self._unconfirmed_bytes() and self._window_room() < needed:
+            if self._ledger.outstanding() < waiting:
+                waiting = self._ledger.outstanding()
+                deadline = time.monotonic() + self._window_timeout
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                missing = self._ledger.outstanding()
+                self._abort()
+                raise TakConfirmTimeout(
+                    f"{missing} event(s) not relayed back by {self.endpoint} "
+                    f"within {self._window_timeout:g} s"
+                )
+            self._read_any(remaining)
 
     def drain(self, max_reads: int = 64) -> None:
         """Read what the server has sent so far without waiting. Called when idle and before
@@ -442,8 +475,14 @@ class StreamTakConnection:
                 deadline = min(hard_deadline, time.monotonic() + timeout)
 
     def _wait_readback(self, seq: int, timeout: float) -> None:
+        """The timeout runs from the last event read back (a slow server that keeps relaying
+        is not stuck); a stalled one costs the batch an attempt."""
         deadline = time.monotonic() + timeout
+        waiting = self._ledger.outstanding()
         while not self._ledger.done(seq):
+            if self._ledger.outstanding() < waiting:
+                waiting = self._ledger.outstanding()
+                deadline = time.monotonic() + timeout
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 missing = self._ledger.outstanding()
