@@ -7,7 +7,10 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OUTSIDE = ("design.md", "field-notes.md", "../shared")
+# Spelled in pieces so this file does not name them itself.
+OUTSIDE = tuple(
+    "".join(parts) for parts in (("design", ".md"), ("field-notes", ".md"), ("../", "shared"))
+)
 
 
 def tracked_files() -> list[Path]:
@@ -18,10 +21,9 @@ def tracked_files() -> list[Path]:
 
 
 def test_nothing_cites_or_reads_documents_outside_the_repository() -> None:
-    this = Path(__file__).resolve()
     offenders = []
     for path in tracked_files():
-        if path == this or not path.is_file():
+        if not path.is_file():
             continue
         try:
             text = path.read_text(encoding="utf-8")
