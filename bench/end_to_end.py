@@ -21,12 +21,12 @@ import jwt
 
 from bench import Row
 from bench.processes import JWT_SECRET, REPO, Processes, rss_mib
-from detection_api.delivery.tak_transport import TlsFiles, open_connection
 from detection_api.local.pki import generate_pki
 from detection_api.local.ports import free_port
 from detection_api.local.procs import wait_until
 from detection_api.local.taky_server import TakyServer, ensure_taky
 from detection_api.settings import Settings
+from detection_api.tak.transport import TlsFiles, open_connection
 
 RATE = 200
 SECONDS = 10.0

@@ -42,17 +42,17 @@ from redis import Redis
 from bench import Row
 from bench.processes import BIN, REPO
 from detection_api.cot import DetectionFacts, build_detection_event, build_ping
-from detection_api.delivery.forwarder import Forwarder, ForwarderConfig
-from detection_api.delivery.forwarder_metrics import ForwarderMetrics
-from detection_api.delivery.outbox import Delivery, enqueue_deliveries, tak_queue
-from detection_api.delivery.records import RecordStore, record_key
-from detection_api.delivery.tak_transport import TLS_RECORD_BYTES, TlsFiles, open_connection
 from detection_api.geo.types import ConfidenceFlag, Geolocation
 from detection_api.local.pki import PkiPaths, generate_pki
 from detection_api.local.ports import free_port
 from detection_api.local.procs import ManagedProcess, wait_until
 from detection_api.local.redis_server import RedisServer
 from detection_api.local.taky_server import TakyServer
+from detection_api.store.records import RecordStore, record_key
+from detection_api.store.tak_jobs import Delivery, enqueue_deliveries, tak_queue
+from detection_api.tak.forwarder import Forwarder, ForwarderConfig
+from detection_api.tak.forwarder_metrics import ForwarderMetrics
+from detection_api.tak.transport import TLS_RECORD_BYTES, TlsFiles, open_connection
 
 EVENTS = 5_000
 ROUNDS = 5

@@ -36,12 +36,6 @@ from redis import Redis
 
 from bench import Row
 from bench.forwarder import client_context, detection_cot, enqueue, tls_files
-from detection_api.delivery.forwarder import Forwarder, ForwarderConfig
-from detection_api.delivery.forwarder_metrics import ForwarderMetrics
-from detection_api.delivery.records import record_key
-from detection_api.delivery.tak_presence import Presence
-from detection_api.delivery.tak_stream import CotStreamReader, whole_event_writes
-from detection_api.delivery.tak_transport import ConfirmMode, open_connection
 from detection_api.local.fts_server import (
     FtsServer,
     FtsUnavailable,
@@ -52,6 +46,12 @@ from detection_api.local.pki import PkiPaths, generate_pki
 from detection_api.local.ports import free_port
 from detection_api.local.redis_server import RedisServer
 from detection_api.local.taky_server import TakyServer
+from detection_api.store.records import record_key
+from detection_api.tak.forwarder import Forwarder, ForwarderConfig
+from detection_api.tak.forwarder_metrics import ForwarderMetrics
+from detection_api.tak.presence import Presence
+from detection_api.tak.stream import CotStreamReader, whole_event_writes
+from detection_api.tak.transport import ConfirmMode, open_connection
 
 TAKY_EVENTS = 3_000
 FTS_EVENTS = 300

@@ -27,8 +27,6 @@ from bench import Row
 from bench.forwarder import detection_cot, enqueue
 from bench.processes import BIN
 from bench.tak_interop import Witness, _connect, _ready
-from detection_api.delivery.records import record_key
-from detection_api.delivery.tak_presence import Presence
 from detection_api.local.fts_server import (
     FtsServer,
     FtsUnavailable,
@@ -40,6 +38,8 @@ from detection_api.local.ports import free_port
 from detection_api.local.procs import ManagedProcess, wait_until
 from detection_api.local.redis_server import RedisServer
 from detection_api.local.taky_server import TakyServer
+from detection_api.store.records import record_key
+from detection_api.tak.presence import Presence
 
 DETECTIONS = 2_000
 

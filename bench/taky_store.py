@@ -18,11 +18,11 @@ from pathlib import Path
 
 from bench import Row
 from bench.tak_interop import forwarder_rate, raw_rate
-from detection_api.delivery.tak_transport import ConfirmMode
 from detection_api.local.pki import generate_pki
 from detection_api.local.ports import free_port
 from detection_api.local.redis_server import RedisServer
 from detection_api.local.taky_server import TakyServer
+from detection_api.tak.transport import ConfirmMode
 
 EVENTS = 3_000
 

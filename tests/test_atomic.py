@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis import Redis
 
-from detection_api.delivery.atomic import AtomicWriter
+from detection_api.store.atomic import AtomicWriter
 
 
 def test_writes_everything_when_all_keys_are_absent(redis: Redis) -> None:
@@ -30,7 +30,7 @@ def test_writes_nothing_when_any_key_exists(redis: Redis) -> None:
 
 
 def test_recorder_accepts_rq_enqueues(redis: Redis) -> None:
-    from detection_api.delivery.outbox import Delivery, enqueue_deliveries, tak_queue
+    from detection_api.store.tak_jobs import Delivery, enqueue_deliveries, tak_queue
 
     writer = AtomicWriter(redis)
     queue = tak_queue(redis)

@@ -7,7 +7,7 @@ import time
 
 from redis import Redis
 
-from detection_api.delivery import broker_dead_letters as letters
+from detection_api.store import broker_dead_letters as letters
 
 
 def attributes(event_id: str, code: str = "422") -> dict[str, str]:

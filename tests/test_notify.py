@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detection_api.delivery.notifier import (
+from detection_api.alerts.notifier import (
     NotifierConfig,
     OpenOutage,
     Outcome,
@@ -24,7 +24,7 @@ from detection_api.delivery.notifier import (
     scrub,
     usable_webhook_url,
 )
-from detection_api.delivery.notify import (
+from detection_api.alerts.notify import (
     MAX_CONTENT_CHARS,
     MAX_DESCRIPTION_CHARS,
     MAX_EMBEDS,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from redis import Redis
 
-from detection_api.delivery.atomic import AtomicWriter
-from detection_api.delivery.records import (
+from detection_api.store.atomic import AtomicWriter
+from detection_api.store.records import (
     IDEMPOTENCY_PREFIX,
     MARK_CHUNK,
     DeliveryState,

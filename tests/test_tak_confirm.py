@@ -19,16 +19,16 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from detection_api.cot import PING_TYPE
-from detection_api.delivery.tak_confirm import (
+from detection_api.tak.confirm import (
     ConfirmMode,
     ReadbackLedger,
     new_nonce,
     stamp_nonce,
 )
-from detection_api.delivery.tak_presence import PRESENCE_TYPE, Presence
-from detection_api.delivery.tak_reader import CotStreamReader, StreamTooLarge
-from detection_api.delivery.tak_stream import whole_event_writes
-from detection_api.delivery.tak_transport import (
+from detection_api.tak.presence import PRESENCE_TYPE, Presence
+from detection_api.tak.reader import CotStreamReader, StreamTooLarge
+from detection_api.tak.stream import whole_event_writes
+from detection_api.tak.transport import (
     OutageKind,
     StreamTakConnection,
     TakConfirmTimeout,

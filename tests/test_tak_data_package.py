@@ -14,14 +14,14 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
 
-from detection_api.delivery.tak_data_package import (
+from detection_api.local.pki import PkiPaths
+from detection_api.settings import Settings
+from detection_api.tak.data_package import (
     DataPackageError,
     connection_settings,
     read_data_package,
 )
-from detection_api.delivery.tak_transport import ConfirmMode, Scheme, TakEndpoint, open_connection
-from detection_api.local.pki import PkiPaths
-from detection_api.settings import Settings
+from detection_api.tak.transport import ConfirmMode, Scheme, TakEndpoint, open_connection
 from test_tak_transport import ScriptedTakServer, pki, server_context, start_server
 
 __all__ = ["pki", "start_server"]  # fixtures shared with test_tak_transport

@@ -19,8 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detection_api.delivery.jobs import PayloadRejected, check_cot_event, parse_payload
-from detection_api.delivery.tak_transport import (
+from detection_api.local.pki import PkiPaths, generate_pki
+from detection_api.tak.jobs import PayloadRejected, check_cot_event, parse_payload
+from detection_api.tak.transport import (
     ConfirmMode,
     CotStreamReader,
     OutageKind,
@@ -34,7 +35,6 @@ from detection_api.delivery.tak_transport import (
     build_ssl_context,
     open_connection,
 )
-from detection_api.local.pki import PkiPaths, generate_pki
 
 PING_MARK = b'type="t-x-c-t"'
 PONG = (

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("tak_tls_server_name", "pytak_tls_server_expected_hostname"),
     )
     # A TAK data package (.zip: .pref with the connect string, client .p12, truststore .p12);
-    # what it holds is used where TAK_URL / TAK_TLS_* are not set (delivery/tak_data_package.py).
+    # what it holds is used where TAK_URL / TAK_TLS_* are not set (tak/data_package.py).
     tak_data_package: str | None = None
     # Seconds to wait for the TAK pong that confirms a batch before the connection is presumed dead.
     tak_confirm_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     # Outages never count: they only pause the forwarder.
     max_delivery_attempts: int = Field(default=10, ge=1)
     # --- TAK interop (issue 13): confirmation mode and the forwarder's identity on the TAK network
-    # auto | pong | readback | none (see delivery/tak_confirm.py and the README).
+    # auto | pong | readback | none (see tak/confirm.py and the README).
     tak_confirm: Literal["auto", "pong", "readback", "none"] = "auto"
     tak_callsign: str = Field(default="detection-api", min_length=1, max_length=64)
     tak_uid: str = Field(default="detection-api.forwarder", min_length=1, max_length=128)

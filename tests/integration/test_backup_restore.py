@@ -17,12 +17,12 @@ import pytest
 from test_function_http import detection
 
 from detection_api.app.ingest import Ingestor, Submission
-from detection_api.delivery.outbox import tak_queue
-from detection_api.delivery.records import record_key
 from detection_api.local.ports import free_port
 from detection_api.local.probes import http_ok
 from detection_api.local.redis_server import find_redis_server
 from detection_api.settings import Settings
+from detection_api.store.records import record_key
+from detection_api.store.tak_jobs import tak_queue
 
 REPO = Path(__file__).resolve().parents[2]
 BACKUP_SCRIPT = REPO / "scripts" / "redis-backup.sh"

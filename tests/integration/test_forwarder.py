@@ -31,9 +31,6 @@ from rq.serializers import JSONSerializer
 from tak_subscriber import TakSubscriber
 
 from detection_api.cot import DetectionFacts, build_detection_event
-from detection_api.delivery.forwarder_metrics import ForwarderMetrics, MetricsServer
-from detection_api.delivery.outbox import DELIVER_FUNC, Delivery, enqueue_deliveries, tak_queue
-from detection_api.delivery.records import DeliveryState, RecordStore, record_key
 from detection_api.geo.types import ConfidenceFlag, Geolocation
 from detection_api.local.pki import PkiPaths
 from detection_api.local.ports import free_port
@@ -41,6 +38,9 @@ from detection_api.local.probes import http_ok
 from detection_api.local.procs import ManagedProcess, wait_until
 from detection_api.local.redis_server import RedisServer
 from detection_api.local.taky_server import TakyServer
+from detection_api.store.records import DeliveryState, RecordStore, record_key
+from detection_api.store.tak_jobs import DELIVER_FUNC, Delivery, enqueue_deliveries, tak_queue
+from detection_api.tak.forwarder_metrics import ForwarderMetrics, MetricsServer
 
 RETENTION_SECONDS = 3600
 _GEOLOCATION = Geolocation(

@@ -67,7 +67,7 @@ def post_event(url: str, ev: CloudEvent, mode: str = "binary") -> Reply:
 
 def queued_record_ids(redis_server) -> list[list[str]]:
     """The record ids each queued job carries, in queue order."""
-    from detection_api.delivery.outbox import tak_queue
+    from detection_api.store.tak_jobs import tak_queue
 
     queue = tak_queue(redis_server.client())
     return [

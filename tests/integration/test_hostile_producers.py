@@ -24,8 +24,8 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from test_function_http import assert_problem, detection, event
 
-from detection_api.delivery.records import DeliveryState, RecordStore, record_key
 from detection_api.local.ports import free_port
+from detection_api.store.records import DeliveryState, RecordStore, record_key
 
 SECRET = "hostile-producers-test-secret-" + "x" * 16  # made up for this test, never a real key
 V1 = "/api/v1/detections"

@@ -27,7 +27,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from detection_api.delivery.notifier import (
+from detection_api.alerts.notifier import (
     LEASE_KEY,
     PROCESSING_KEY,
     QUEUE_KEY,
@@ -38,7 +38,7 @@ from detection_api.delivery.notifier import (
     WebhookClient,
     deliver_notification,
 )
-from detection_api.delivery.notify import (
+from detection_api.alerts.notify import (
     NOTIFY_FUNC,
     detection_alert_payload,
     enqueue_notification,
@@ -46,9 +46,9 @@ from detection_api.delivery.notify import (
     tak_disconnected_payload,
     tak_reconnected_payload,
 )
-from detection_api.delivery.outbox import NOTIFY_QUEUE_NAME
 from detection_api.local.procs import wait_until
 from detection_api.settings import Settings, get_settings
+from detection_api.store.tak_jobs import NOTIFY_QUEUE_NAME
 
 TOKEN = "Zq9-webhook_SECRET_token_4f1c2b7e9d"
 WEBHOOK_PATH = f"/api/webhooks/112233445566778899/{TOKEN}"

@@ -20,9 +20,9 @@ from bench.forwarder import detection_cot
 from bench.tak_interop import forwarder_rate
 from ots import OtsServer, connect_routed
 
-from detection_api.delivery.tak_stream import whole_event_writes
-from detection_api.delivery.tak_transport import ConfirmMode
 from detection_api.local.redis_server import RedisServer
+from detection_api.tak.stream import whole_event_writes
+from detection_api.tak.transport import ConfirmMode
 
 EVENTS = 1_000
 QUIET_SECONDS = 15.0  # the raw run ends when nothing more has arrived for this long

@@ -30,9 +30,9 @@ from detection_api.app.producers import may_read, producer_of
 from detection_api.app.security import install_auth, install_cors_and_headers, install_rate_limits
 from detection_api.auth import Principal
 from detection_api.cot import DEFAULT_TYPE_MAP
-from detection_api.delivery import broker_dead_letters
 from detection_api.logs import configure_logging
 from detection_api.settings import ConfigError, Settings, get_settings
+from detection_api.store import broker_dead_letters
 
 log = logging.getLogger(__name__)
 

@@ -22,32 +22,32 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq import Queue
 
-from detection_api.app import problems
-from detection_api.app.problems import Problem
-from detection_api.app.submissions import Outcome, Submission, check_repeats, stored_outcomes
-from detection_api.core import CoreConfig, geolocation_as_dict, process_detection
-from detection_api.delivery.atomic import AtomicWriter
-from detection_api.delivery.audit import AuditEvent, AuditLog
-from detection_api.delivery.notify import (
+from detection_api.alerts.notify import (
     detection_alert_payload,
     enqueue_notification,
     notify_queue,
     should_alert,
 )
-from detection_api.delivery.outbox import (
+from detection_api.app import problems
+from detection_api.app.problems import Problem
+from detection_api.app.submissions import Outcome, Submission, check_repeats, stored_outcomes
+from detection_api.core import CoreConfig, geolocation_as_dict, process_detection
+from detection_api.geo.types import GeolocationError
+from detection_api.model import Detection, parse_detection
+from detection_api.settings import Settings
+from detection_api.store.atomic import AtomicWriter
+from detection_api.store.audit import AuditEvent, AuditLog
+from detection_api.store.records import (
+    DeliveryState,
+    RecordStore,
+    new_record_id,
+)
+from detection_api.store.tak_jobs import (
     MAX_DELIVERIES_PER_JOB,
     Delivery,
     enqueue_deliveries,
     tak_queue,
 )
-from detection_api.delivery.records import (
-    DeliveryState,
-    RecordStore,
-    new_record_id,
-)
-from detection_api.geo.types import GeolocationError
-from detection_api.model import Detection, parse_detection
-from detection_api.settings import Settings
 
 log = logging.getLogger(__name__)
 

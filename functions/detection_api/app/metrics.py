@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
 
-from detection_api.delivery.outbox import NOTIFY_QUEUE_NAME, QUEUE_NAME
+from detection_api.store.tak_jobs import NOTIFY_QUEUE_NAME, QUEUE_NAME
 
 # The *_created series double the exposition size and no alert or dashboard of ours reads them.
 disable_created_metrics()

@@ -14,11 +14,11 @@ from functools import cache
 from typing import Any
 
 from detection_api import __version__
-from detection_api.delivery.audit import AuditEvent
-from detection_api.delivery.records import DeliveryState
 from detection_api.geo.types import ConfidenceFlag
 from detection_api.model import Detection
 from detection_api.settings import DETECTION_CREATED_TYPE, DETECTION_GEOLOCATED_TYPE
+from detection_api.store.audit import AuditEvent
+from detection_api.store.records import DeliveryState
 
 _REF = "#/components/schemas/{model}"
 PROBLEM_MEDIA_TYPE = "application/problem+json"

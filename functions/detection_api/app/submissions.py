@@ -12,7 +12,7 @@ from typing import Any
 from redis import Redis
 
 from detection_api.app import problems
-from detection_api.delivery.records import (
+from detection_api.store.records import (
     DeliveryState,
     RecordStore,
     idempotency_key,

@@ -19,8 +19,9 @@ from dataclasses import asdict
 from redis import Redis
 from redis.exceptions import RedisError
 
-from detection_api.delivery import admin, broker_dead_letters
 from detection_api.settings import get_settings
+from detection_api.store import broker_dead_letters
+from detection_api.tak import queue_admin as admin
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 

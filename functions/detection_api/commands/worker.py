@@ -16,15 +16,15 @@ from types import FrameType
 
 from redis import Redis
 
-from detection_api.delivery.forwarder import Forwarder, ForwarderConfig
-from detection_api.delivery.forwarder_metrics import ForwarderMetrics, MetricsServer
-from detection_api.delivery.notifier import Notifier
-from detection_api.delivery.notify import notify_queue
-from detection_api.delivery.tak_data_package import connection_settings
-from detection_api.delivery.tak_presence import Presence
-from detection_api.delivery.tak_transport import TakEndpoint, TlsFiles, open_connection
+from detection_api.alerts.notifier import Notifier
+from detection_api.alerts.notify import notify_queue
 from detection_api.logs import configure_logging
 from detection_api.settings import ConfigError, Settings, get_settings
+from detection_api.tak.data_package import connection_settings
+from detection_api.tak.forwarder import Forwarder, ForwarderConfig
+from detection_api.tak.forwarder_metrics import ForwarderMetrics, MetricsServer
+from detection_api.tak.presence import Presence
+from detection_api.tak.transport import TakEndpoint, TlsFiles, open_connection
 
 log = logging.getLogger("detection_api.worker")
 

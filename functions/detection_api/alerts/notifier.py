@@ -64,9 +64,7 @@ from rq.job import Job, get_current_job
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from detection_api.delivery.jobs import PayloadRejected, dead_letter, read_job_calls
-from detection_api.delivery.list_scripts import MOVE_HEAD, RETURN_TO_FRONT
-from detection_api.delivery.notify import (
+from detection_api.alerts.notify import (
     NOTIFY_FUNC,
     InvalidNotification,
     Notification,
@@ -75,8 +73,10 @@ from detection_api.delivery.notify import (
     build_message,
     parse_notification,
 )
-from detection_api.delivery.outbox import NOTIFY_QUEUE_NAME
 from detection_api.settings import Settings, get_settings, secret
+from detection_api.store.list_scripts import MOVE_HEAD, RETURN_TO_FRONT
+from detection_api.store.tak_jobs import NOTIFY_QUEUE_NAME
+from detection_api.tak.jobs import PayloadRejected, dead_letter, read_job_calls
 
 log = logging.getLogger(__name__)
 

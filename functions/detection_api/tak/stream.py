@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.serialization import (
     pkcs12,
 )
 
-from detection_api.delivery.tak_reader import (
+from detection_api.tak.reader import (
     MAX_UNFINISHED_EVENT_BYTES,
     CotStreamReader,
     SeenEvent,

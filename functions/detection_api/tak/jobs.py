@@ -25,9 +25,10 @@ from rq.job_lifecycle import record_job_failure
 from rq.serializers import JSONSerializer
 from rq.utils import now as rq_now
 
-from detection_api.delivery.outbox import DELIVER_FUNC, SUPPORTED_PAYLOAD_VERSIONS
-from detection_api.delivery.records import DeliveryState, RecordStore
-from detection_api.delivery.tak_transport import (
+from detection_api.settings import Settings, get_settings
+from detection_api.store.records import DeliveryState, RecordStore
+from detection_api.store.tak_jobs import DELIVER_FUNC, DELIVER_FUNCS, SUPPORTED_PAYLOAD_VERSIONS
+from detection_api.tak.transport import (
     MAX_UDP_EVENT_BYTES,
     StreamTakConnection,
     TakConfirmTimeout,
@@ -36,7 +37,6 @@ from detection_api.delivery.tak_transport import (
     UdpTakConnection,
     open_connection,
 )
-from detection_api.settings import Settings, get_settings
 
 
 class PayloadRejected(Exception):
@@ -180,7 +180,7 @@ def parse_job_call(
     max_event_bytes: int | None = None,
 ) -> list[DeliveryPayload]:
     """Check a job taken from the ``tak`` queue (its function, then its payload)."""
-    if call.func_name != DELIVER_FUNC:
+    if call.func_name not in DELIVER_FUNCS:
         raise PayloadRejected(f"job runs {call.func_name!r}, not {DELIVER_FUNC}")
     return parse_payload(
         call.kwargs,

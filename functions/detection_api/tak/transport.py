@@ -25,14 +25,14 @@ from typing import Protocol
 from xml.sax.saxutils import unescape  # nosec B406 # unescapes a uid we wrote; parses nothing
 
 from detection_api.cot import PONG_TYPE, build_ping
-from detection_api.delivery.tak_confirm import (
+from detection_api.tak.confirm import (
     ConfirmMode,
     ReadbackLedger,
     new_nonce,
     stamp_nonce,
 )
-from detection_api.delivery.tak_presence import PRESENCE_REFRESH_SECONDS, Presence
-from detection_api.delivery.tak_stream import (
+from detection_api.tak.presence import PRESENCE_REFRESH_SECONDS, Presence
+from detection_api.tak.stream import (
     CONNECT_TIMEOUT_SECONDS,
     FIRST_PONG_MAX_SECONDS,
     FIRST_PONG_STREAMING_MAX_SECONDS,

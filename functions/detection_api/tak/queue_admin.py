@@ -17,11 +17,11 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from detection_api.delivery.audit import AuditEvent, AuditLog
-from detection_api.delivery.outbox import NOTIFY_QUEUE_NAME, QUEUE_NAME
-from detection_api.delivery.reaper import FORWARDERS_KEY, alive_key, inflight_key
-from detection_api.delivery.records import DeliveryState, RecordStore
-from detection_api.delivery.tak_status import status_key
+from detection_api.store.audit import AuditEvent, AuditLog
+from detection_api.store.claims import FORWARDERS_KEY, alive_key, inflight_key
+from detection_api.store.records import DeliveryState, RecordStore
+from detection_api.store.tak_jobs import NOTIFY_QUEUE_NAME, QUEUE_NAME
+from detection_api.tak.status import status_key
 
 
 @dataclass(frozen=True)

@@ -39,11 +39,11 @@ from redis.client import Pipeline
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
-from detection_api.delivery.outbox import NOTIFY_QUEUE_NAME
 from detection_api.geo.types import ConfidenceFlag
 from detection_api.settings import Settings
+from detection_api.store.tak_jobs import NOTIFY_QUEUE_NAME
 
-NOTIFY_FUNC = "detection_api.delivery.notifier.deliver_notification"
+NOTIFY_FUNC = "detection_api.alerts.notifier.deliver_notification"
 NOTIFY_PAYLOAD_VERSION = 1
 # Only the slow path (a plain ``rq worker notify --with-scheduler`` running deliver_notification)
 # uses this; the notifier keeps failed posts queued itself. One interval per retry (rq reuses the

@@ -41,22 +41,23 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from detection_api.delivery.audit import AuditEvent, AuditLog
-from detection_api.delivery.forwarder_metrics import ForwarderMetrics
-from detection_api.delivery.jobs import (
+from detection_api.alerts.notify import dead_letter_payload, enqueue_notification
+from detection_api.settings import Settings
+from detection_api.store.audit import AuditEvent, AuditLog
+from detection_api.store.claims import ClaimLedger
+from detection_api.store.records import DeliveryState, RecordStore, record_key
+from detection_api.store.tak_jobs import tak_queue
+from detection_api.tak.confirm import ConfirmMode
+from detection_api.tak.forwarder_metrics import ForwarderMetrics
+from detection_api.tak.jobs import (
     DeliveryPayload,
     PayloadRejected,
     dead_letter,
     parse_job_call,
     read_job_calls,
 )
-from detection_api.delivery.notify import dead_letter_payload, enqueue_notification
-from detection_api.delivery.outbox import tak_queue
-from detection_api.delivery.reaper import ClaimLedger
-from detection_api.delivery.records import DeliveryState, RecordStore, record_key
-from detection_api.delivery.tak_confirm import ConfirmMode
-from detection_api.delivery.tak_status import TakStatus
-from detection_api.delivery.tak_transport import (
+from detection_api.tak.status import TakStatus
+from detection_api.tak.transport import (
     CONNECT_TIMEOUT_SECONDS,
     FIRST_PONG_STREAMING_MAX_SECONDS,
     MAX_UDP_EVENT_BYTES,
@@ -65,7 +66,6 @@ from detection_api.delivery.tak_transport import (
     TakConnection,
     TakOutage,
 )
-from detection_api.settings import Settings
 
 log = logging.getLogger(__name__)
 

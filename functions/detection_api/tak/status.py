@@ -16,12 +16,12 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 
-from detection_api.delivery.forwarder_metrics import ForwarderMetrics
-from detection_api.delivery.notify import (
+from detection_api.alerts.notify import (
     enqueue_notification,
     tak_disconnected_payload,
     tak_reconnected_payload,
 )
+from detection_api.tak.forwarder_metrics import ForwarderMetrics
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from redis.client import Pipeline
 from rq.job import Job
 from rq.results import Result
 
-from detection_api.delivery.list_scripts import MOVE_HEAD, RETURN_TO_FRONT
+from detection_api.store.list_scripts import MOVE_HEAD, RETURN_TO_FRONT
 
 # rq's key names, passed to the release script (keys derived inside Lua are built from these).
 _JOB_KEY_PREFIX = Job.key_for("")

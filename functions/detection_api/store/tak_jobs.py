@@ -19,7 +19,9 @@ from rq.serializers import JSONSerializer
 
 QUEUE_NAME = "tak"
 NOTIFY_QUEUE_NAME = "notify"
-DELIVER_FUNC = "detection_api.delivery.jobs.deliver_cot"
+DELIVER_FUNC = "detection_api.tak.jobs.deliver_cot"
+# Jobs enqueued by a revision from before the package split name the function where it was then.
+DELIVER_FUNCS = frozenset({DELIVER_FUNC, "detection_api.delivery.jobs.deliver_cot"})
 # Version of the payload below. The forwarder accepts this one and the previous one, so two
 # revisions of the function can enqueue side by side during a traffic split:
 #   v1 {"v": 1, "record_id", "cot", "accepted_at"}                      one delivery per job

@@ -1,0 +1,1 @@
+"""Discord alerts: best effort, never in the way of a detection."""

@@ -1,0 +1,1 @@
+"""Delivery to TAK servers: the client (transport, stream, confirmation) and the forwarder."""
