@@ -23,6 +23,10 @@ class Row:
     baseline: float | None = None  # the reference's value, same unit, measured in the same run
     baseline_name: str = ""  # what the reference is
     ratio: float | None = None  # value / baseline; given when measured pairwise (more robust)
+    # The figure this row must meet, as printed (e.g. "<= 10", ">= 0.5x"); "" when none is set.
+    target: str = ""
+    # Whether the row meets it (None: no target). Set by the benchmark, which knows the direction.
+    meets_target: bool | None = None
 
     def __post_init__(self) -> None:
         if self.ratio is None and self.baseline:

@@ -33,7 +33,7 @@ def _format(value: float | None) -> str:
 
 
 def _table(rows: list[tuple[str, Row]], failures: dict[str, str]) -> str:
-    header = ("benchmark", "value", "unit", "baseline", "ratio", "baseline is")
+    header = ("benchmark", "value", "unit", "baseline", "ratio", "target", "ok", "baseline is")
     lines = [
         (
             f"{module}: {row.name}",
@@ -41,12 +41,15 @@ def _table(rows: list[tuple[str, Row]], failures: dict[str, str]) -> str:
             row.unit,
             _format(row.baseline),
             "-" if row.ratio is None else f"{row.ratio:.2f}x",
+            row.target or "-",
+            {None: "-", True: "yes", False: "NO"}[row.meets_target],
             row.baseline_name,
         )
         for module, row in rows
     ]
     lines += [
-        (f"{module}: FAILED", "-", "-", "-", "-", reason) for module, reason in failures.items()
+        (f"{module}: FAILED", "-", "-", "-", "-", "-", "-", reason)
+        for module, reason in failures.items()
     ]
     widths = [max(len(str(c)) for c in column) for column in zip(header, *lines, strict=True)]
     out = []
