@@ -30,7 +30,14 @@ _RESULT_KEY_PREFIX = Result.get_key("")
 
 log = logging.getLogger(__name__)
 
-FORWARDERS_KEY = "detection:forwarders"
+FORWARDERS_KEY = "detection:forwarders"  # the members of the "forwarder" group
+
+
+def members_key(group: str) -> str:
+    """The set of consumers of one group (``forwarder``, ``notifier``): reapers only look there."""
+    return f"detection:{group}s"
+
+
 # KEYS: queue, inflight, alive, forwarders set. ARGV: max ids, alive ttl ms, name.
 # Refreshes liveness in the same step, so nothing is ever claimed by a forwarder not alive.
 _CLAIM = (
@@ -74,12 +81,12 @@ return 1
 """
 
 
-def inflight_key(name: str) -> str:
-    return f"detection:forwarder:{name}:inflight"
+def inflight_key(name: str, group: str = "forwarder") -> str:
+    return f"detection:{group}:{name}:inflight"
 
 
-def alive_key(name: str) -> str:
-    return f"detection:forwarder:{name}:alive"
+def alive_key(name: str, group: str = "forwarder") -> str:
+    return f"detection:{group}:{name}:alive"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,14 +96,26 @@ class ReapedClaims:
 
 
 class ClaimLedger:
-    """One forwarder's claims on one rq queue."""
+    """One consumer's claims on one rq queue. Consumers of one queue form a ``group`` (the TAK
+    forwarders, the Discord notifiers): a consumer returns the claims of dead members of its own
+    group only, to its own queue."""
 
-    def __init__(self, redis: Redis, queue_key: str, name: str, alive_ttl_seconds: float) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        queue_key: str,
+        name: str,
+        alive_ttl_seconds: float,
+        *,
+        group: str = "forwarder",
+    ) -> None:
         self.redis = redis
         self.queue_key = queue_key
         self.name = name
-        self.inflight_key = inflight_key(name)
-        self.alive_key = alive_key(name)
+        self.group = group
+        self.members_key = members_key(group)
+        self.inflight_key = inflight_key(name, group)
+        self.alive_key = alive_key(name, group)
         self._alive_ttl_ms = str(int(alive_ttl_seconds * 1000))
         self._claim = redis.register_script(_CLAIM)
         self._requeue = redis.register_script(_REQUEUE)
@@ -105,7 +124,7 @@ class ClaimLedger:
         self._refresh = redis.register_script(_REFRESH)
 
     def refresh_alive(self) -> None:
-        self._refresh(keys=[self.alive_key, FORWARDERS_KEY], args=[self._alive_ttl_ms, self.name])
+        self._refresh(keys=[self.alive_key, self.members_key], args=[self._alive_ttl_ms, self.name])
 
     def claim(self, limit: int, block_seconds: float) -> list[str]:
         """Up to ``limit`` ids from the head of the queue, in order; waits up to ``block_seconds``
@@ -120,7 +139,7 @@ class ClaimLedger:
 
     def _claim_now(self, limit: int) -> list[str]:
         raw = self._claim(
-            keys=[self.queue_key, self.inflight_key, self.alive_key, FORWARDERS_KEY],
+            keys=[self.queue_key, self.inflight_key, self.alive_key, self.members_key],
             args=[limit, self._alive_ttl_ms, self.name],
         )
         return [_text(job_id) for job_id in raw]
@@ -134,7 +153,7 @@ class ClaimLedger:
         """Put everything this forwarder holds back at the front of the queue, in order."""
         return int(
             self._requeue(
-                keys=[self.queue_key, self.inflight_key, self.alive_key, FORWARDERS_KEY],
+                keys=[self.queue_key, self.inflight_key, self.alive_key, self.members_key],
                 args=[self.name, "0"],
             )
         )
@@ -157,13 +176,18 @@ class ClaimLedger:
     def reap_dead_forwarders(self) -> list[ReapedClaims]:
         """Return the claims of every forwarder whose alive key expired to the queue front."""
         reaped: list[ReapedClaims] = []
-        for raw_name in self.redis.smembers(FORWARDERS_KEY):
+        for raw_name in self.redis.smembers(self.members_key):
             name = _text(raw_name)
             if name == self.name:
                 continue  # this process is alive: it is running this code
             count = int(
                 self._requeue(
-                    keys=[self.queue_key, inflight_key(name), alive_key(name), FORWARDERS_KEY],
+                    keys=[
+                        self.queue_key,
+                        inflight_key(name, self.group),
+                        alive_key(name, self.group),
+                        self.members_key,
+                    ],
                     args=[name, "1"],
                 )
             )
@@ -182,7 +206,7 @@ class ClaimLedger:
         """On a clean exit: return any claim, stop being listed, drop the alive key."""
         count = self.requeue_inflight()
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.srem(FORWARDERS_KEY, self.name)
+            pipe.srem(self.members_key, self.name)
             pipe.delete(self.alive_key)
             pipe.execute()
         return count
