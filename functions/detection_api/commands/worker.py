@@ -16,7 +16,7 @@ from types import FrameType
 
 from redis import Redis
 
-from detection_api.alerts.notifier import Notifier
+from detection_api.alerts.notifier import Notifier, NotifierConfig
 from detection_api.alerts.notify import notify_queue
 from detection_api.logs import configure_logging
 from detection_api.settings import ConfigError, Settings, get_settings
@@ -81,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
     # Discord notifications are posted by a thread of this process (never by a request).
     notifier_stop = threading.Event()
     notifier = threading.Thread(
-        target=Notifier(settings, redis).run, args=(notifier_stop,), name="notifier", daemon=True
+        target=Notifier(redis, NotifierConfig.from_settings(settings)).run,
+        args=(notifier_stop,),
+        name="notifier",
+        daemon=True,
     )
     notifier.start()
     # Scrapes use their own short-timeout client: a scrape must never wait on the main loop.
