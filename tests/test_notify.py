@@ -12,8 +12,8 @@ from rq.serializers import JSONSerializer
 
 from detection_api.alerts.notify import (
     NOTIFY_FUNC,
+    OUTAGE_PREFIX,
     DetectionAlert,
-    InvalidNotification,
     dead_letter_payload,
     detection_alert_payload,
     enqueue_notification,
@@ -53,7 +53,7 @@ def test_should_alert_matches_configured_classes_at_or_above_the_confidence():
     [("lat", 91.0), ("lon", -181.0), ("confidence", 1.5), ("confidence", math.nan), ("ce90_m", -1)],
 )
 def test_detection_alert_payload_refuses_impossible_values(field, value):
-    with pytest.raises(InvalidNotification, match=f"at {field}:"):
+    with pytest.raises(ValueError, match=f"at {field}:"):
         _alert(**{field: value})
 
 
@@ -108,26 +108,57 @@ def test_a_job_is_written_in_the_callers_transaction_and_read_back(redis: Redis)
 
 def test_a_bad_payload_fails_where_it_is_made(redis: Redis):
     queue = notify_queue(redis, _settings(discord_webhook_url=WEBHOOK))
-    with pytest.raises(InvalidNotification, match="unknown notification kind 'weather'"):
+    with pytest.raises(ValueError, match="unknown notification kind 'weather'"):
         enqueue_notification(queue, "weather", {})
-    with pytest.raises(InvalidNotification, match="invalid dead_letter payload at reason"):
+    with pytest.raises(ValueError, match="invalid dead_letter payload at reason"):
         enqueue_notification(queue, "dead_letter", {"record_id": "r"})
     assert redis.llen("rq:queue:notify") == 0
 
 
 def test_parse_notification_names_what_is_wrong():
     good = _alert()
-    with pytest.raises(InvalidNotification, match="version 99"):
+    with pytest.raises(ValueError, match="version 99"):
         parse_notification("j", {"v": 99, "kind": "detection_alert", "payload": good})
-    with pytest.raises(InvalidNotification, match="unknown notification kind 'weather'"):
+    with pytest.raises(ValueError, match="unknown notification kind 'weather'"):
         parse_notification("j", {"v": 1, "kind": "weather", "payload": good})
-    with pytest.raises(InvalidNotification, match="no payload object"):
+    with pytest.raises(ValueError, match="no payload object"):
         parse_notification("j", {"v": 1, "kind": "detection_alert", "payload": [1]})
-    with pytest.raises(InvalidNotification, match="at lat"):
+    with pytest.raises(ValueError, match="at lat"):
         parse_notification(
             "j", {"v": 1, "kind": "detection_alert", "payload": {**good, "lat": "n"}}
         )
-    parsed = parse_notification(
-        "j", {"v": 1, "kind": "detection_alert", "payload": good, "enqueued_at": 5}
+    assert (
+        parse_notification("j", {"v": 1, "kind": "detection_alert", "payload": good}).job_id == "j"
     )
-    assert parsed.enqueued_at == 5.0
+
+
+def _queued_kinds(redis: Redis) -> list[str]:
+    ids = Queue("notify", connection=redis, serializer=JSONSerializer).get_job_ids()
+    return [call.kwargs["kind"] for call in read_job_calls(redis, ids)]
+
+
+def test_a_tak_outage_is_enqueued_once_whoever_reports_it(redis: Redis):
+    queue = notify_queue(redis, _settings(discord_webhook_url=WEBHOOK))
+    down = tak_disconnected_payload(endpoint="tak:8089", down_seconds=61)
+    back = tak_reconnected_payload(endpoint="tak:8089", down_seconds=300)
+    enqueue_notification(queue, "tak_reconnected", back)  # no outage announced: nothing to close
+    for _ in range(3):  # three forwarders, or one restarted, report the same outage
+        enqueue_notification(queue, "tak_disconnected", down)
+    assert 21_500 < redis.ttl(f"{OUTAGE_PREFIX}tak:8089") <= 21_600  # forgotten after 6 h
+    with redis.pipeline(transaction=True) as pipe:  # also decided at once inside a MULTI
+        pipe.multi()
+        enqueue_notification(queue, "tak_reconnected", back, pipeline=pipe)
+        enqueue_notification(queue, "tak_reconnected", back, pipeline=pipe)
+        pipe.execute()
+    enqueue_notification(queue, "tak_disconnected", down)  # a new outage
+    enqueue_notification(queue, "tak_disconnected", _alert_endpoint("other:8089"))
+    assert _queued_kinds(redis) == [
+        "tak_disconnected",
+        "tak_reconnected",
+        "tak_disconnected",
+        "tak_disconnected",
+    ]
+
+
+def _alert_endpoint(endpoint: str) -> dict:
+    return tak_disconnected_payload(endpoint=endpoint, down_seconds=61)

@@ -1,13 +1,10 @@
 """The notifier: a thread of each forwarder process posting rq's ``notify`` jobs to Discord.
 
-Each step claims job ids into this notifier's in-flight list (``ClaimLedger``, group ``notifier``:
-the claims of a notifier that died go back to the queue front), gathers more for
-``coalesce_seconds``, takes a slot of the rate limit all notifiers share (a sliding window of send
-times in a sorted set, Redis' clock) and posts them as one message. No slot, 429, 5xx or no
-answer: the ids go back to the queue front and nothing is claimed before the wait (retry_after or
-backoff) is over, so what waits coalesces. Any other answer fails the jobs into rq's failed
-registry with the reason. A TAK outage already announced is not announced again.
-"""
+Each step claims job ids (``ClaimLedger``, group ``notifier``: a dead notifier's claims go back to
+the queue front), gathers more for ``coalesce_seconds``, takes a slot of the rate limit all
+notifiers share (send times in a sorted set, Redis' clock) and posts one message. No slot, 429, 5xx
+or no answer: the ids go back and nothing is claimed before the wait (retry_after, backoff) is
+over, so what waits coalesces. Other answers fail the jobs into rq's failed registry."""
 
 from __future__ import annotations
 
@@ -24,7 +21,7 @@ from redis.exceptions import RedisError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from detection_api.alerts.messages import build_message, dedupe_outages
+from detection_api.alerts.messages import build_message
 from detection_api.alerts.notify import NOTIFY_FUNC, Notification, parse_notification
 from detection_api.alerts.webhook import Outcome, WebhookClient, scrub
 from detection_api.backoff import Backoff
@@ -37,7 +34,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_KEY = f"rq:queue:{NOTIFY_QUEUE_NAME}"
 SENT_KEY = "detection:notifier:sent"  # zset: one member per post of the rate window
-OUTAGES_KEY = "detection:notifier:tak_down"  # hash: the endpoints announced down
+MAX_JOBS_PER_MESSAGE = 1000
 
 # KEYS: sent. ARGV: limit, window ms, member. 0: a slot is taken; else ms until one frees.
 _TAKE_SLOT = """
@@ -61,13 +58,11 @@ class NotifierConfig:
     max_per_minute: int = 20
     rate_window_seconds: float = 60.0  # the "minute" (tests shorten it)
     coalesce_seconds: float = 1.0  # gather a burst this long after its first notification
-    max_jobs_per_message: int = 1000
     request_timeout_seconds: float = 10.0
     retry_base_seconds: float = 1.0
     retry_max_seconds: float = 300.0
     alive_ttl_seconds: float = 30.0  # must exceed the longest step (a 10 s POST)
     claim_block_seconds: float = 1.0
-    outage_memory_seconds: int = 6 * 3600  # an outage never closed is forgotten after this
 
     @classmethod
     def from_settings(cls, settings: Settings) -> NotifierConfig:
@@ -121,13 +116,12 @@ class Notifier:
         if wait > 0:  # nothing is claimed while we may not post: it coalesces in the queue
             stop.wait(min(wait, max(self.config.claim_block_seconds, 1.0)))
             return
-        limit = self.config.max_jobs_per_message
-        ids = self.ledger.claim(limit, self.config.claim_block_seconds)
+        ids = self.ledger.claim(MAX_JOBS_PER_MESSAGE, self.config.claim_block_seconds)
         if not ids or stop.wait(self.config.coalesce_seconds):
             self.ledger.requeue(ids)
             return
-        if len(ids) < limit:
-            ids += self.ledger.claim(limit - len(ids), 0)
+        if len(ids) < MAX_JOBS_PER_MESSAGE:
+            ids += self.ledger.claim(MAX_JOBS_PER_MESSAGE - len(ids), 0)
         if wait := self.take_slot():
             self.ledger.requeue(ids)
             self._not_before = time.monotonic() + wait
@@ -141,22 +135,14 @@ class Notifier:
         return int(self._take_slot([SENT_KEY], args)) / 1000
 
     def _post(self, notifications: list[Notification], webhook: WebhookClient) -> None:
-        down = {endpoint.decode() for endpoint in self.redis.hkeys(OUTAGES_KEY)}
-        shown, dropped, changed = dedupe_outages(notifications, down)
-        message = build_message(shown)
-        result = webhook.post(message) if message else None
-        if result is None or result.outcome == Outcome.DELIVERED:
+        message, ids = build_message(notifications), [n.job_id for n in notifications]
+        if message is None:  # every claimed job failed or vanished
+            return
+        result = webhook.post(message)
+        if result.outcome == Outcome.DELIVERED:
             self._webhook_backoff.reset()
-            with self.redis.pipeline(transaction=True) as pipe:
-                self.ledger.release_delivered(pipe, [n.job_id for n in notifications])
-                for endpoint, is_down in changed.items():
-                    if is_down:
-                        pipe.hset(OUTAGES_KEY, endpoint, "1")
-                    else:
-                        pipe.hdel(OUTAGES_KEY, endpoint)
-                pipe.expire(OUTAGES_KEY, self.config.outage_memory_seconds)
-                pipe.execute()
-            log.info("%d notification(s) done, %d duplicate(s)", len(notifications), len(dropped))
+            self.ledger.release_delivered(self.redis, ids)
+            log.info("posted a Discord message for %d notification(s)", len(notifications))
             return
         wait = result.retry_after or 0.0
         if result.outcome != Outcome.RATE_LIMITED:
@@ -164,53 +150,38 @@ class Notifier:
         self._not_before = time.monotonic() + wait
         if result.outcome == Outcome.REJECTED:
             reason = f"Discord webhook {webhook.redacted} rejected the message: {result.detail}"
-            log.error(
-                "%s; %d notification(s) failed, next post in %.1f s", reason, len(shown), wait
-            )
-            self._fail(
-                dict.fromkeys([n.job_id for n in shown], reason), [n.job_id for n in dropped]
-            )
+            log.error("%s; %d notification(s) failed, next post in %.1f s", reason, len(ids), wait)
+            self._fail(dict.fromkeys(ids, reason))
             return
-        self.ledger.requeue([n.job_id for n in notifications])
-        log.warning(
-            "Discord webhook %s unavailable (%s); %d notification(s) kept, next post in %.1f s",
-            webhook.redacted,
-            result.detail,
-            len(notifications),
-            wait,
-        )
+        self.ledger.requeue(ids)
+        what = f"Discord webhook {webhook.redacted} unavailable ({result.detail})"
+        log.warning("%s; %d notification(s) kept, next post in %.1f s", what, len(ids), wait)
 
     def _read(self, ids: list[str]) -> list[Notification]:
-        """The claimed jobs as notifications; those that can never be posted fail now, vanished
-        ones (posted by a notifier whose claims were taken back) are forgotten."""
+        """The claimed jobs as notifications; those that can never be posted fail now."""
         notifications: list[Notification] = []
         rejected: dict[str, str] = {}
-        vanished: list[str] = []
         for job_id, call in zip(ids, read_job_calls(self.redis, ids), strict=True):
             try:
-                if call is None:
-                    vanished.append(job_id)
-                elif isinstance(call, PayloadRejected):
-                    raise call
-                elif call.func_name != NOTIFY_FUNC:
+                if call is None or isinstance(call, PayloadRejected):
+                    raise call or ValueError("gone (posted after its claim was taken back)")
+                if call.func_name != NOTIFY_FUNC:
                     raise ValueError(f"job runs {call.func_name!r}, not {NOTIFY_FUNC}")
-                else:
-                    notifications.append(parse_notification(job_id, call.kwargs))
+                notifications.append(parse_notification(job_id, call.kwargs))
             except (PayloadRejected, ValueError) as exc:
                 log.error("notification %s cannot be posted: %s", job_id, exc)
                 rejected[job_id] = str(exc)
-        if rejected or vanished:
-            self._fail(rejected, vanished)
+        if rejected:
+            self._fail(rejected)
         return notifications
 
-    def _fail(self, reasons: dict[str, str], done: list[str]) -> None:
-        """Jobs into rq's failed registry with their reason (requeue-able), ``done`` ones deleted,
-        their claims dropped, in one transaction."""
+    def _fail(self, reasons: dict[str, str]) -> None:
+        """Jobs into rq's failed registry with their reason (requeue-able), their claims dropped,
+        in one transaction (a job that is gone: only its claim)."""
         jobs = Job.fetch_many(list(reasons), self.redis, serializer=JSONSerializer)
         with self.redis.pipeline(transaction=True) as pipe:
             for reason, job in zip(reasons.values(), jobs, strict=True):
                 if job is not None:
                     dead_letter(job, scrub(reason, self._url), pipe)
             self.ledger.forget(pipe, list(reasons))
-            self.ledger.release_delivered(pipe, done)
             pipe.execute()

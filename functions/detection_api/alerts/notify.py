@@ -4,7 +4,6 @@ notifier. Without ``DISCORD_WEBHOOK_URL``, :func:`notify_queue` is ``None``: not
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -22,6 +21,7 @@ from detection_api.store.tak_jobs import NOTIFY_QUEUE_NAME
 # itself); it stays what earlier revisions wrote, so the jobs they queued are still posted.
 NOTIFY_FUNC = "detection_api.alerts.notifier.deliver_notification"
 NOTIFY_PAYLOAD_VERSION = 1
+OUTAGE_PREFIX = "detection:notify:tak_down:"  # + endpoint: its outage was announced
 
 
 def truncate(text: str, limit: int) -> str:
@@ -78,15 +78,10 @@ PAYLOAD_MODELS: Mapping[str, type[NotificationPayload]] = {
 }
 
 
-class InvalidNotification(ValueError):
-    """A notification that can never be rendered (its job goes to the failed registry)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Notification:
     job_id: str
     payload: NotificationPayload  # its type is the kind
-    enqueued_at: float  # epoch seconds
 
 
 def should_alert(object_class: str, confidence: float, settings: Settings) -> bool:
@@ -97,15 +92,15 @@ def should_alert(object_class: str, confidence: float, settings: Settings) -> bo
 
 
 def _validated(kind: str, fields: Mapping[str, Any]) -> NotificationPayload:
-    """The payload of ``kind``, checked (InvalidNotification, a ValueError, names the problem)."""
+    """The payload of ``kind``, checked (a ValueError naming the problem)."""
     if kind not in PAYLOAD_MODELS:
-        raise InvalidNotification(f"unknown notification kind {kind!r}")
+        raise ValueError(f"unknown notification kind {kind!r}")
     try:
         return PAYLOAD_MODELS[kind].model_validate(dict(fields))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise InvalidNotification(f"invalid {kind} payload at {where}: {first['msg']}") from None
+        raise ValueError(f"invalid {kind} payload at {where}: {first['msg']}") from None
 
 
 def _checked(kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -133,18 +128,22 @@ def notify_queue(redis: object, settings: Settings) -> Queue | None:
 def enqueue_notification(
     queue: Queue | None, kind: str, payload: Mapping[str, Any], pipeline: Pipeline | None = None
 ) -> None:
-    """One job on ``queue`` (None: does nothing); with ``pipeline``, in the caller's MULTI (rq
-    needs ``pipe.multi()`` called already). A bad payload fails here, where it is made."""
+    """One job on ``queue`` (None: does nothing; a TAK outage already announced: neither);
+    with ``pipeline``, in the caller's MULTI (rq needs ``pipe.multi()`` called already). A bad
+    payload fails here, where it is made."""
     if queue is None:
+        return
+    checked = _checked(kind, payload)
+    # One announcement per TAK outage, whoever reports it: a disconnect only if not announced yet,
+    # a reconnect only if it was (checked at once, pipeline or not; forgotten after 6 h).
+    outage = f"{OUTAGE_PREFIX}{checked.get('endpoint')}"
+    if kind == "tak_disconnected" and not queue.connection.set(outage, 1, nx=True, ex=21_600):
+        return
+    if kind == "tak_reconnected" and not queue.connection.delete(outage):
         return
     queue.enqueue_call(
         NOTIFY_FUNC,
-        kwargs={
-            "v": NOTIFY_PAYLOAD_VERSION,
-            "kind": kind,
-            "payload": _checked(kind, payload),
-            "enqueued_at": time.time(),
-        },
+        kwargs={"v": NOTIFY_PAYLOAD_VERSION, "kind": kind, "payload": checked},
         result_ttl=0,  # nothing to keep once posted
         failure_ttl=7 * 86_400,  # a week to requeue what the webhook refused
         ttl=None,  # an outage of Discord must not drop notifications
@@ -154,11 +153,9 @@ def enqueue_notification(
 
 
 def parse_notification(job_id: str, kwargs: Mapping[str, Any]) -> Notification:
-    """A notify job's kwargs back into a :class:`Notification` (else InvalidNotification)."""
+    """A notify job's kwargs back into a :class:`Notification` (else a ValueError)."""
     if kwargs.get("v") != NOTIFY_PAYLOAD_VERSION:
-        raise InvalidNotification(f"unsupported notification payload version {kwargs.get('v')!r}")
-    payload, at = kwargs.get("payload"), kwargs.get("enqueued_at")
-    if not isinstance(payload, dict):
-        raise InvalidNotification("the notification has no payload object")
-    enqueued_at = at if isinstance(at, int | float) and not isinstance(at, bool) else time.time()
-    return Notification(job_id, _validated(str(kwargs.get("kind")), payload), float(enqueued_at))
+        raise ValueError(f"unsupported notification payload version {kwargs.get('v')!r}")
+    if not isinstance(payload := kwargs.get("payload"), dict):
+        raise ValueError("the notification has no payload object")
+    return Notification(job_id, _validated(str(kwargs.get("kind")), payload))

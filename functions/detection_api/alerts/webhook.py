@@ -1,8 +1,6 @@
-"""The Discord webhook client: one POST, its answer classified, the URL kept secret.
-
-The URL's path holds the webhook's token: never logged or in a repr; texts that could quote it
-(errors, response bodies) are scrubbed. Redirects are not followed (one could carry the token
-elsewhere): a 3xx is a rejected webhook."""
+"""The Discord webhook client: one POST, its answer classified, the URL (its path holds the token)
+never logged or in a repr, and scrubbed from texts that could quote it. Redirects are not followed
+(one could carry the token elsewhere): a 3xx is a rejected webhook."""
 
 from __future__ import annotations
 
@@ -27,13 +25,13 @@ def redact_url(url: str) -> str:
 
 
 def scrub(text: str, url: str | None) -> str:
-    """``text`` without the URL, its path or a long path segment (Discord's token)."""
+    """``text`` without the URL, its path, password or a long path segment (Discord's token)."""
     if not url:
         return text
     parts = urlsplit(url)
-    secrets = {url, url.rstrip("/"), parts.path, parts.password or "", *parts.path.split("/")}
+    secrets = [url, parts.path, parts.password or "", *parts.path.split("/")]
     for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 16 or (secret == parts.path and len(secret) >= 4):
+        if len(secret) >= 16 or (secret in (parts.path, parts.password) and len(secret) >= 4):
             text = text.replace(secret, "***")
     return text
 
@@ -63,14 +61,9 @@ def _seconds(value: object) -> float | None:
 
 
 def classify_response(
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    webhook_url: str | None = None,
-    max_retry_after: float = 600.0,
+    status: int, headers: Mapping[str, str], body: bytes, url: str | None = None
 ) -> WebhookResult:
-    """What a webhook answer means for the jobs of the message (pure)."""
+    """What a webhook answer means for the jobs of the message (pure; waits capped at 10 min)."""
     if 200 <= status < 300:
         return WebhookResult(Outcome.DELIVERED, status, f"HTTP {status}")
     text = body.decode("utf-8", "replace").strip()
@@ -80,17 +73,15 @@ def classify_response(
         data = None
     data = data if isinstance(data, dict) else {}
     text = data["message"] if isinstance(data.get("message"), str) else text
-    detail = scrub(f"HTTP {status}" + (f": {text[:200]}" if text else ""), webhook_url)
+    detail = scrub(f"HTTP {status}" + (f": {text[:200]}" if text else ""), url)
     waits = [headers.get("Retry-After"), headers.get("X-RateLimit-Reset-After")]
     if status == 429:  # Discord's JSON retry_after first; "global" means the whole bot/IP
         waits.insert(0, data.get("retry_after"))
         detail += " (global)" if data.get("global") is True else ""
-    wait = next((s for s in map(_seconds, waits) if s is not None), None)
+    wait = next((min(s, 600.0) for s in map(_seconds, waits) if s is not None), None)
     if status == 429:
-        wait = min(5.0 if wait is None else wait, max_retry_after)
-        return WebhookResult(Outcome.RATE_LIMITED, status, detail, wait)
+        return WebhookResult(Outcome.RATE_LIMITED, status, detail, 5.0 if wait is None else wait)
     if status >= 500 or status == 408:
-        wait = None if wait is None else min(wait, max_retry_after)
         return WebhookResult(Outcome.RETRY, status, detail, wait)
     return WebhookResult(Outcome.REJECTED, status, detail)
 
@@ -104,11 +95,8 @@ class WebhookClient:
     """POSTs JSON (urllib: no dependency, no debug log quoting the URL); every failure is a
     :class:`WebhookResult`, never an exception."""
 
-    def __init__(self, url: str, timeout: float = 10.0, max_retry_after: float = 600.0) -> None:
-        self._url = url
-        self.timeout = timeout
-        self.max_retry_after = max_retry_after
-        self.redacted = redact_url(url)
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self._url, self.timeout, self.redacted = url, timeout, redact_url(url)
         self._opener = urllib.request.build_opener(_NoRedirect)
 
     def __repr__(self) -> str:
@@ -131,6 +119,4 @@ class WebhookClient:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             detail = scrub(f"no answer: {type(reason).__name__}: {reason}", self._url)[:300]
             return WebhookResult(Outcome.RETRY, None, detail)
-        return classify_response(
-            status, headers, answer, webhook_url=self._url, max_retry_after=self.max_retry_after
-        )
+        return classify_response(status, headers, answer, self._url)
