@@ -100,10 +100,9 @@ def test_a_job_is_written_in_the_callers_transaction_and_read_back(redis: Redis)
     assert redis.hget(f"rq:job:{job_id}", "failure_ttl") == b"604800"
     (call,) = read_job_calls(redis, [job_id])
     assert call.func_name == NOTIFY_FUNC
-    notification = parse_notification(job_id, call.kwargs)
-    assert notification.job_id == job_id
-    assert isinstance(notification.payload, DetectionAlert)
-    assert notification.payload.object_class == "car"
+    notification = parse_notification(call.kwargs)
+    assert isinstance(notification, DetectionAlert)
+    assert notification.object_class == "car"
 
 
 def test_a_bad_payload_fails_where_it_is_made(redis: Redis):
@@ -118,18 +117,15 @@ def test_a_bad_payload_fails_where_it_is_made(redis: Redis):
 def test_parse_notification_names_what_is_wrong():
     good = _alert()
     with pytest.raises(ValueError, match="version 99"):
-        parse_notification("j", {"v": 99, "kind": "detection_alert", "payload": good})
+        parse_notification({"v": 99, "kind": "detection_alert", "payload": good})
     with pytest.raises(ValueError, match="unknown notification kind 'weather'"):
-        parse_notification("j", {"v": 1, "kind": "weather", "payload": good})
+        parse_notification({"v": 1, "kind": "weather", "payload": good})
     with pytest.raises(ValueError, match="no payload object"):
-        parse_notification("j", {"v": 1, "kind": "detection_alert", "payload": [1]})
+        parse_notification({"v": 1, "kind": "detection_alert", "payload": [1]})
     with pytest.raises(ValueError, match="at lat"):
-        parse_notification(
-            "j", {"v": 1, "kind": "detection_alert", "payload": {**good, "lat": "n"}}
-        )
-    assert (
-        parse_notification("j", {"v": 1, "kind": "detection_alert", "payload": good}).job_id == "j"
-    )
+        parse_notification({"v": 1, "kind": "detection_alert", "payload": {**good, "lat": "n"}})
+    parsed = parse_notification({"v": 1, "kind": "detection_alert", "payload": good})
+    assert parsed == DetectionAlert.model_validate(good)
 
 
 def _queued_kinds(redis: Redis) -> list[str]:

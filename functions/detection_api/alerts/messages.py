@@ -1,7 +1,6 @@
-"""A batch of notifications as one Discord webhook message, within Discord's limits (10 embeds,
-6000 characters over them, 256 per title, 1024 per field) by construction: producer text is cut to
-budgets, Markdown-escaped and stripped of control characters; detections beyond what fits are
-counted in one "N more detection alerts" embed. Mentions are off: ``@everyone`` pings no one."""
+"""A batch of notifications as one Discord webhook message, within Discord's limits by construction
+(producer text cut to budgets, Markdown-escaped, no control characters; detections beyond what fits
+counted in one "N more detection alerts" embed). Mentions are off: ``@everyone`` pings no one."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from typing import Any
 from detection_api.alerts.notify import (
     DeadLetter,
     DetectionAlert,
-    Notification,
+    NotificationPayload,
     TakDisconnected,
     TakReconnected,
     truncate,
@@ -108,19 +107,17 @@ def _dead_letter_line(letter: DeadLetter) -> str:
     return f"`{clean(letter.record_id).replace('`', '')}`{what}: {label(letter.reason, 150)}"
 
 
-def build_message(notifications: Sequence[Notification]) -> dict[str, Any] | None:
-    """One webhook body for all ``notifications`` (None if there are none): TAK connection
-    changes, dead letters, then detection alerts in arrival order."""
-    if not notifications:
-        return None
-    tak = [n.payload for n in notifications if isinstance(n.payload, _TAK)]
-    letters = [n.payload for n in notifications if isinstance(n.payload, DeadLetter)]
-    alerts = [n.payload for n in notifications if isinstance(n.payload, DetectionAlert)]
+def build_message(notifications: Sequence[NotificationPayload]) -> dict[str, Any]:
+    """One webhook body for (one or more) ``notifications``: TAK connection changes, dead
+    letters, then detection alerts in arrival order."""
+    tak = [n for n in notifications if isinstance(n, _TAK)]
+    letters = [n for n in notifications if isinstance(n, DeadLetter)]
+    alerts = [n for n in notifications if isinstance(n, DetectionAlert)]
     embeds = []
     if tak:  # every TAK connection change of the batch, titled after the latest
         down = isinstance(tak[-1], TakDisconnected)
         title = f"TAK server {'disconnected' if down else 'reconnected'}"
-        lines = [_tak_line(change) for change in tak]  # type: ignore[arg-type]
+        lines = [_tak_line(change) for change in tak]
         embeds.append(_list_embed(title, COLORS["RED" if down else "GREEN"], lines, 1000))
     if letters:
         title = _count(len(letters), "dead letter")

@@ -1,13 +1,13 @@
 """The notifier: a thread of each forwarder process posting rq's ``notify`` jobs to Discord.
 
-Each step claims job ids (``ClaimLedger``, group ``notifier``: a dead notifier's claims go back to
-the queue front), gathers more for ``coalesce_seconds``, takes a slot of the rate limit all
-notifiers share (send times in a sorted set, Redis' clock) and posts one message. No slot, 429, 5xx
-or no answer: the ids go back and nothing is claimed before the wait (retry_after, backoff) is
-over, so what waits coalesces. Other answers fail the jobs into rq's failed registry."""
+It claims job ids (``ClaimLedger``, group ``notifier``), gathers more for ``coalesce_seconds`` and
+posts them as one message once it holds a slot of the rate limit all notifiers share (send times in
+a sorted set, Redis' clock). No slot, 429, 5xx or no answer: the ids go back to the queue front and
+nothing is claimed until the wait is over, so what waits coalesces. Other answers fail the jobs."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -22,10 +22,9 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from detection_api.alerts.messages import build_message
-from detection_api.alerts.notify import NOTIFY_FUNC, Notification, parse_notification
+from detection_api.alerts.notify import NOTIFY_FUNC, NotificationPayload, parse_notification
 from detection_api.alerts.webhook import Outcome, WebhookClient, scrub
 from detection_api.backoff import Backoff
-from detection_api.settings import Settings, secret
 from detection_api.store.claims import ClaimLedger
 from detection_api.store.tak_jobs import NOTIFY_QUEUE_NAME
 from detection_api.tak.jobs import PayloadRejected, dead_letter, read_job_calls
@@ -35,20 +34,20 @@ log = logging.getLogger(__name__)
 QUEUE_KEY = f"rq:queue:{NOTIFY_QUEUE_NAME}"
 SENT_KEY = "detection:notifier:sent"  # zset: one member per post of the rate window
 MAX_JOBS_PER_MESSAGE = 1000
+ALIVE_TTL_SECONDS = 30.0  # must exceed the longest step (a 10 s POST)
 
 # KEYS: sent. ARGV: limit, window ms, member. 0: a slot is taken; else ms until one frees.
 _TAKE_SLOT = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZCARD', KEYS[1]) < limit then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], window)
   return 0
 end
-local oldest = redis.call('ZRANGE', KEYS[1], -limit, -limit, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + tonumber(ARGV[2]) - now)
+return math.max(1, redis.call('ZRANGE', KEYS[1], -limit, -limit, 'WITHSCORES')[2] + window - now)
 """
 
 
@@ -61,21 +60,14 @@ class NotifierConfig:
     request_timeout_seconds: float = 10.0
     retry_base_seconds: float = 1.0
     retry_max_seconds: float = 300.0
-    alive_ttl_seconds: float = 30.0  # must exceed the longest step (a 10 s POST)
     claim_block_seconds: float = 1.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> NotifierConfig:
-        return cls(secret(settings.discord_webhook_url), settings.notify_max_per_minute)
 
 
 class Notifier:
     def __init__(self, redis: Redis, config: NotifierConfig, *, name: str | None = None) -> None:
         self.redis, self.config, self._url = redis, config, config.webhook_url
         self.name = name or f"notifier.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
-        self.ledger = ClaimLedger(
-            redis, QUEUE_KEY, self.name, config.alive_ttl_seconds, group="notifier"
-        )
+        self.ledger = ClaimLedger(redis, QUEUE_KEY, self.name, ALIVE_TTL_SECONDS, group="notifier")
         self._take_slot = redis.register_script(_TAKE_SLOT)
         self._webhook_backoff = Backoff(config.retry_base_seconds, config.retry_max_seconds)
         self._redis_backoff = Backoff(0.5, 30.0)
@@ -97,14 +89,12 @@ class Notifier:
             except Exception as exc:  # Redis down, or a bug: never end notifications for good
                 self._return_claims = True
                 what = "Redis unavailable" if isinstance(exc, RedisError) else "notifier error"
+                detail = scrub(f"{what} for notifications ({type(exc).__name__}: {exc}", self._url)
                 delay = self._redis_backoff.next_delay()
-                detail = scrub(f"{type(exc).__name__}: {exc}", self._url)[:300]
-                log.error("%s for notifications (%s); retrying in %.1f s", what, detail, delay)
+                log.error("%s); retrying in %.1f s", detail[:300], delay)
                 stop.wait(delay)
-        try:
+        with contextlib.suppress(RedisError):  # else others return the claims
             self.ledger.retire()
-        except RedisError as exc:
-            log.error("Redis unavailable at notifier shutdown (%s): claims left to others", exc)
 
     def _step(self, stop: threading.Event, webhook: WebhookClient) -> None:
         self.ledger.refresh_alive()
@@ -134,11 +124,10 @@ class Notifier:
         args = [self.config.max_per_minute, window_ms, f"{self.name}:{uuid.uuid4().hex}"]
         return int(self._take_slot([SENT_KEY], args)) / 1000
 
-    def _post(self, notifications: list[Notification], webhook: WebhookClient) -> None:
-        message, ids = build_message(notifications), [n.job_id for n in notifications]
-        if message is None:  # every claimed job failed or vanished
+    def _post(self, notifications: dict[str, NotificationPayload], webhook: WebhookClient) -> None:
+        if not (ids := list(notifications)):  # every claimed job failed
             return
-        result = webhook.post(message)
+        result = webhook.post(build_message(list(notifications.values())))
         if result.outcome == Outcome.DELIVERED:
             self._webhook_backoff.reset()
             self.ledger.release_delivered(self.redis, ids)
@@ -157,9 +146,9 @@ class Notifier:
         what = f"Discord webhook {webhook.redacted} unavailable ({result.detail})"
         log.warning("%s; %d notification(s) kept, next post in %.1f s", what, len(ids), wait)
 
-    def _read(self, ids: list[str]) -> list[Notification]:
-        """The claimed jobs as notifications; those that can never be posted fail now."""
-        notifications: list[Notification] = []
+    def _read(self, ids: list[str]) -> dict[str, NotificationPayload]:
+        """The claimed jobs' notifications by job id; those that can never be posted fail now."""
+        notifications: dict[str, NotificationPayload] = {}
         rejected: dict[str, str] = {}
         for job_id, call in zip(ids, read_job_calls(self.redis, ids), strict=True):
             try:
@@ -167,7 +156,7 @@ class Notifier:
                     raise call or ValueError("gone (posted after its claim was taken back)")
                 if call.func_name != NOTIFY_FUNC:
                     raise ValueError(f"job runs {call.func_name!r}, not {NOTIFY_FUNC}")
-                notifications.append(parse_notification(job_id, call.kwargs))
+                notifications[job_id] = parse_notification(call.kwargs)
             except (PayloadRejected, ValueError) as exc:
                 log.error("notification %s cannot be posted: %s", job_id, exc)
                 rejected[job_id] = str(exc)

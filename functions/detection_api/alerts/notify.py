@@ -5,7 +5,6 @@ notifier. Without ``DISCORD_WEBHOOK_URL``, :func:`notify_queue` is ``None``: not
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -78,12 +77,6 @@ PAYLOAD_MODELS: Mapping[str, type[NotificationPayload]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Notification:
-    job_id: str
-    payload: NotificationPayload  # its type is the kind
-
-
 def should_alert(object_class: str, confidence: float, settings: Settings) -> bool:
     """Class in ALERT_CLASSES (case-insensitive, ``*``: all), confidence ≥ ALERT_MIN_CONFIDENCE."""
     classes = settings.alert_class_set
@@ -103,13 +96,9 @@ def _validated(kind: str, fields: Mapping[str, Any]) -> NotificationPayload:
         raise ValueError(f"invalid {kind} payload at {where}: {first['msg']}") from None
 
 
-def _checked(kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-    return _validated(kind, fields).model_dump(mode="json", exclude_none=True)
-
-
 def _builder(kind: str) -> Callable[..., dict[str, Any]]:
-    """The checked payload of ``kind`` from keyword arguments (the fields of its model)."""
-    return lambda **fields: _checked(kind, fields)
+    """The checked payload of ``kind`` as JSON, from keyword arguments (its model's fields)."""
+    return lambda **fields: _validated(kind, fields).model_dump(mode="json", exclude_none=True)
 
 
 detection_alert_payload = _builder("detection_alert")
@@ -133,7 +122,7 @@ def enqueue_notification(
     payload fails here, where it is made."""
     if queue is None:
         return
-    checked = _checked(kind, payload)
+    checked = _builder(kind)(**payload)
     # One announcement per TAK outage, whoever reports it: a disconnect only if not announced yet,
     # a reconnect only if it was (checked at once, pipeline or not; forgotten after 6 h).
     outage = f"{OUTAGE_PREFIX}{checked.get('endpoint')}"
@@ -152,10 +141,10 @@ def enqueue_notification(
     )
 
 
-def parse_notification(job_id: str, kwargs: Mapping[str, Any]) -> Notification:
-    """A notify job's kwargs back into a :class:`Notification` (else a ValueError)."""
+def parse_notification(kwargs: Mapping[str, Any]) -> NotificationPayload:
+    """A notify job's kwargs back into its payload, whose type is the kind (else a ValueError)."""
     if kwargs.get("v") != NOTIFY_PAYLOAD_VERSION:
         raise ValueError(f"unsupported notification payload version {kwargs.get('v')!r}")
     if not isinstance(payload := kwargs.get("payload"), dict):
         raise ValueError("the notification has no payload object")
-    return Notification(job_id, _validated(str(kwargs.get("kind")), payload))
+    return _validated(str(kwargs.get("kind")), payload)

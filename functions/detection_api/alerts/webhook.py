@@ -1,6 +1,5 @@
-"""The Discord webhook client: one POST, its answer classified, the URL (its path holds the token)
-never logged or in a repr, and scrubbed from texts that could quote it. Redirects are not followed
-(one could carry the token elsewhere): a 3xx is a rejected webhook."""
+"""The Discord webhook client: one POST, its answer classified. The URL's path holds a token: never
+logged or in a repr, scrubbed from any text; redirects (which could carry it away) are refused."""
 
 from __future__ import annotations
 
