@@ -23,7 +23,6 @@ MAX_EMBED_CHARS = 6000
 LABEL_CHARS = 100  # a class, camera, track, endpoint or record id: at most 200 once escaped
 SUMMARY_MIN_CHARS = 300  # kept free for the "N more" embed while detections are added
 COLORS = {"GREEN": 0x2ECC71, "YELLOW": 0xF1C40F, "RED": 0xE74C3C, "": 0x95A5A6}
-_TAK = (TakDisconnected, TakReconnected)
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _MARKDOWN = re.compile(r"([\\*_~`|>\[\]()#@<])")  # formatting, masked links, mentions, headings
 Embed = dict[str, Any]
@@ -110,7 +109,7 @@ def _dead_letter_line(letter: DeadLetter) -> str:
 def build_message(notifications: Sequence[NotificationPayload]) -> dict[str, Any]:
     """One webhook body for (one or more) ``notifications``: TAK connection changes, dead
     letters, then detection alerts in arrival order."""
-    tak = [n for n in notifications if isinstance(n, _TAK)]
+    tak = [n for n in notifications if isinstance(n, TakDisconnected | TakReconnected)]
     letters = [n for n in notifications if isinstance(n, DeadLetter)]
     alerts = [n for n in notifications if isinstance(n, DetectionAlert)]
     embeds = []

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import socket
 import threading
 import time
@@ -36,11 +35,11 @@ SENT_KEY = "detection:notifier:sent"  # zset: one member per post of the rate wi
 MAX_JOBS_PER_MESSAGE = 1000
 ALIVE_TTL_SECONDS = 30.0  # must exceed the longest step (a 10 s POST)
 
-# KEYS: sent. ARGV: limit, window ms, member. 0: a slot is taken; else ms until one frees.
+# KEYS: sent. ARGV: limit, window seconds, member. 0: a slot is taken; else ms until one frees.
 _TAKE_SLOT = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local limit, window = tonumber(ARGV[1]), math.ceil(ARGV[2] * 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZCARD', KEYS[1]) < limit then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
@@ -66,7 +65,7 @@ class NotifierConfig:
 class Notifier:
     def __init__(self, redis: Redis, config: NotifierConfig, *, name: str | None = None) -> None:
         self.redis, self.config, self._url = redis, config, config.webhook_url
-        self.name = name or f"notifier.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+        self.name = name or f"notifier.{socket.gethostname()}.{uuid.uuid4().hex[:8]}"
         self.ledger = ClaimLedger(redis, QUEUE_KEY, self.name, ALIVE_TTL_SECONDS, group="notifier")
         self._take_slot = redis.register_script(_TAKE_SLOT)
         self._webhook_backoff = Backoff(config.retry_base_seconds, config.retry_max_seconds)
@@ -89,9 +88,9 @@ class Notifier:
             except Exception as exc:  # Redis down, or a bug: never end notifications for good
                 self._return_claims = True
                 what = "Redis unavailable" if isinstance(exc, RedisError) else "notifier error"
-                detail = scrub(f"{what} for notifications ({type(exc).__name__}: {exc}", self._url)
+                detail = scrub(f"{type(exc).__name__}: {exc}", self._url)[:300]
                 delay = self._redis_backoff.next_delay()
-                log.error("%s); retrying in %.1f s", detail[:300], delay)
+                log.error("%s for notifications (%s); retrying in %.1f s", what, detail, delay)
                 stop.wait(delay)
         with contextlib.suppress(RedisError):  # else others return the claims
             self.ledger.retire()
@@ -120,8 +119,7 @@ class Notifier:
 
     def take_slot(self) -> float:
         """A post of the shared rate limit: 0.0 if taken, else the seconds until one frees."""
-        window_ms = int(self.config.rate_window_seconds * 1000)
-        args = [self.config.max_per_minute, window_ms, f"{self.name}:{uuid.uuid4().hex}"]
+        args = [self.config.max_per_minute, self.config.rate_window_seconds, uuid.uuid4().hex]
         return int(self._take_slot([SENT_KEY], args)) / 1000
 
     def _post(self, notifications: dict[str, NotificationPayload], webhook: WebhookClient) -> None:
@@ -152,8 +150,10 @@ class Notifier:
         rejected: dict[str, str] = {}
         for job_id, call in zip(ids, read_job_calls(self.redis, ids), strict=True):
             try:
-                if call is None or isinstance(call, PayloadRejected):
-                    raise call or ValueError("gone (posted after its claim was taken back)")
+                if call is None:
+                    raise ValueError("gone (posted after its claim was taken back)")
+                if isinstance(call, PayloadRejected):
+                    raise call
                 if call.func_name != NOTIFY_FUNC:
                     raise ValueError(f"job runs {call.func_name!r}, not {NOTIFY_FUNC}")
                 notifications[job_id] = parse_notification(call.kwargs)

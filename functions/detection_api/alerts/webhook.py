@@ -28,9 +28,9 @@ def scrub(text: str, url: str | None) -> str:
     if not url:
         return text
     parts = urlsplit(url)
-    secrets = [url, parts.path, parts.password or "", *parts.path.split("/")]
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 16 or (secret in (parts.path, parts.password) and len(secret) >= 4):
+    segments = [s for s in parts.path.split("/") if len(s) >= 16]  # Discord's token
+    for secret in sorted({url, parts.path, parts.password or "", *segments}, key=len, reverse=True):
+        if len(secret) >= 4:
             text = text.replace(secret, "***")
     return text
 
