@@ -171,6 +171,15 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
+    # Alerts: a Discord webhook URL that cannot be posted to stops the process at start.
+    @field_validator("discord_webhook_url")
+    @classmethod
+    def _discord_webhook_url(cls, value: SecretStr | None) -> SecretStr | None:
+        parts = urlsplit(value.get_secret_value()) if value else None
+        if parts and (parts.scheme not in {"http", "https"} or not parts.hostname):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
     @field_validator("rate_limit", "auth_failure_rate_limit")
     @classmethod
     def _rate_limits(cls, value: str) -> str:

@@ -16,10 +16,10 @@ from types import FrameType
 
 from redis import Redis
 
-from detection_api.alerts.notifier import Notifier
+from detection_api.alerts.notifier import Notifier, NotifierConfig
 from detection_api.alerts.notify import notify_queue
 from detection_api.logs import configure_logging
-from detection_api.settings import ConfigError, Settings, get_settings
+from detection_api.settings import ConfigError, Settings, get_settings, secret
 from detection_api.tak.data_package import connection_settings
 from detection_api.tak.forwarder import Forwarder, ForwarderConfig
 from detection_api.tak.forwarder_metrics import ForwarderMetrics, MetricsServer
@@ -79,9 +79,16 @@ def run(args: argparse.Namespace) -> int:
         redis, connection, config, metrics, notify_queue=notify_queue(redis, settings)
     )
     # Discord notifications are posted by a thread of this process (never by a request).
+    notifier_config = NotifierConfig(
+        webhook_url=secret(settings.discord_webhook_url),
+        max_per_minute=settings.notify_max_per_minute,
+    )
     notifier_stop = threading.Event()
     notifier = threading.Thread(
-        target=Notifier(settings, redis).run, args=(notifier_stop,), name="notifier", daemon=True
+        target=Notifier(redis, notifier_config).run,
+        args=(notifier_stop,),
+        name="notifier",
+        daemon=True,
     )
     notifier.start()
     # Scrapes use their own short-timeout client: a scrape must never wait on the main loop.

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -42,6 +41,7 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from detection_api.alerts.notify import dead_letter_payload, enqueue_notification
+from detection_api.backoff import Backoff
 from detection_api.settings import Settings
 from detection_api.store.audit import AuditEvent, AuditLog
 from detection_api.store.claims import ClaimLedger
@@ -120,25 +120,6 @@ class ForwarderConfig:
     @property
     def health_max_age_seconds(self) -> float:
         return 3 * self.max_loop_block_seconds
-
-
-class Backoff:
-    """Capped exponential backoff with "equal jitter": half fixed, half random, so a fleet of
-    forwarders does not reconnect in lockstep."""
-
-    def __init__(self, base: float, cap: float, rng: random.Random | None = None) -> None:
-        self.base = base
-        self.cap = cap
-        self.failures = 0
-        self._rng = rng or random.Random()  # noqa: S311 (jitter, not cryptography)  # nosec B311 # backoff jitter, not cryptography
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * 2 ** min(self.failures, 32))  # no float overflow
-        self.failures += 1
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 def _record_ids_of(job: Job) -> list[str]:
