@@ -1,6 +1,9 @@
 """Ingest throughput and latency of the function, cold start and memory, next to a trivial
 functions-framework endpoint under the same server settings (1 worker, 8 threads).
 
+Issue #12's ingest targets are two rows: a single REST v1 detection at >= 0.5x the trivial
+endpoint's requests/s, and REST lists of 100 at >= 12x the single REST requests/s (detections/s).
+
 Our path is the product path: JWT verification, the Redis-backed rate limit (set high enough not
 to trigger), validation, geolocation, CoT, and the Redis transaction that stores record + job.
 Runs alternate (baseline, ours, baseline, ours...) and ratios are per adjacent pair, medians taken.
@@ -30,6 +33,9 @@ CONCURRENCY = 16
 SECONDS = 4.0
 ROUNDS = 3
 BATCH = 100
+SINGLE_TARGET = 0.5  # single REST requests/s over the trivial endpoint's (issue #12)
+LIST_TARGET = 12.0  # detections/s in REST lists of 100 over single REST requests/s (issue #12)
+LIST_CONCURRENCY = 4
 
 
 def _token() -> str:
@@ -66,7 +72,10 @@ def _specs(token: str) -> dict[str, RequestSpec]:
         {"Content-Type": "application/cloudevents-batch+json", **auth},
         json.dumps(items).encode(),
     )
-    return {"binary": binary, "rest": rest, "batch": batch}
+    rest_list = RequestSpec(
+        "POST", "/api/v1/detections", rest.headers, json.dumps([EXAMPLE] * BATCH).encode()
+    )
+    return {"binary": binary, "rest": rest, "batch": batch, "rest_list": rest_list}
 
 
 def _cold_start(procs: Processes, redis_url: str, token: str) -> float:
@@ -107,14 +116,17 @@ def run() -> list[Row]:
         trivial_spec = RequestSpec("POST", "/", specs["binary"].headers, specs["binary"].body)
 
         results: dict[str, list[LoadResult]] = {
-            n: [] for n in ("trivial", "binary", "rest", "batch")
+            n: [] for n in ("trivial", "binary", "rest", "batch", "rest_list")
         }
         load = {"concurrency": CONCURRENCY, "seconds": SECONDS}
         for _ in range(ROUNDS):
             results["trivial"].append(run_load(trivial, trivial_spec, **load))
             for name in ("binary", "rest"):
                 results[name].append(run_load(ours, specs[name], **load))
-            results["batch"].append(run_load(ours, specs["batch"], concurrency=4, seconds=SECONDS))
+            for name in ("batch", "rest_list"):
+                results[name].append(
+                    run_load(ours, specs[name], concurrency=LIST_CONCURRENCY, seconds=SECONDS)
+                )
             redis.client().flushall()
         function_rss = rss_mib(procs.started[0].pid)
         cold = statistics.median(_cold_start(procs, redis.url, token) for _ in range(3))
@@ -133,6 +145,10 @@ def run() -> list[Row]:
     trivial_name = f"trivial functions-framework endpoint, {CONCURRENCY} connections"
     batch_rate = [r.rate * BATCH for r in results["batch"]]
     single_rate = [r.rate for r in results["binary"]]
+    list_rate = [r.rate * BATCH for r in results["rest_list"]]
+    rest_rate = [r.rate for r in results["rest"]]
+    rest_ratio = pair_ratio("rest")
+    list_ratio = statistics.median(m / s for m, s in zip(list_rate, rest_rate, strict=True))
     return [
         Row(
             "CloudEvent binary, req/s",
@@ -157,12 +173,14 @@ def run() -> list[Row]:
             trivial_name,
         ),
         Row(
-            "REST v1, req/s",
+            "REST v1 single detection, req/s",
             med("rest", "rate"),
             "req/s",
             med("trivial", "rate"),
             trivial_name,
-            pair_ratio("rest"),
+            rest_ratio,
+            target=f">= {SINGLE_TARGET}x",
+            meets_target=rest_ratio >= SINGLE_TARGET,
         ),
         Row("REST v1 p99", med("rest", "p99_ms"), "ms", med("trivial", "p99_ms"), trivial_name),
         Row(
@@ -172,6 +190,16 @@ def run() -> list[Row]:
             statistics.median(single_rate),
             "single binary CloudEvents",
             statistics.median(b / s for b, s in zip(batch_rate, single_rate, strict=True)),
+        ),
+        Row(
+            f"REST v1 lists of {BATCH}, detections/s",
+            statistics.median(list_rate),
+            "detections/s",
+            statistics.median(rest_rate),
+            "single REST v1 requests",
+            list_ratio,
+            target=f">= {LIST_TARGET:g}x",
+            meets_target=list_ratio >= LIST_TARGET,
         ),
         Row("cold start to first 201", cold, "s"),
         Row("function resident memory (PSS) after load", function_rss, "MiB"),
