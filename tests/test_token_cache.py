@@ -13,11 +13,17 @@ from detection_api.auth import AuthError, Principal, TokenVerifier
 from detection_api.settings import Settings
 
 SECRET = "s" * 40  # test-only HS256 secret
-NOW = time.time()  # tokens are real: PyJWT checks them against the real clock
 
 
-def token(subject: str = "drone-7", exp: float = NOW + 3600, key: str = SECRET) -> str:
-    claims = {"sub": subject, "scope": "detections:write", "iat": int(NOW), "exp": int(exp)}
+def token(subject: str = "drone-7", lifetime: float = 3600, key: str = SECRET) -> str:
+    """A real token, issued now: PyJWT checks it against the real clock."""
+    now = time.time()
+    claims = {
+        "sub": subject,
+        "scope": "detections:write",
+        "iat": int(now),
+        "exp": int(now + lifetime),
+    }
     return jwt.encode(claims, key, "HS256")
 
 
@@ -34,8 +40,10 @@ class Counted:
 
 
 class Clock:
+    """The cache's clock, moved by hand; it starts at the real time."""
+
     def __init__(self) -> None:
-        self.now = NOW
+        self.now = time.time()
 
     def __call__(self) -> float:
         return self.now
@@ -57,10 +65,11 @@ def test_an_entry_lapses_after_max_age_and_the_token_is_verified_again() -> None
     tokens = VerifiedTokens(counted, max_age=60, clock=clock)
     tok = token()
     tokens.verify(tok)
-    clock.now = NOW + 59.9
+    start = clock.now
+    clock.now = start + 59.9
     tokens.verify(tok)
     assert counted.calls == 1
-    clock.now = NOW + 60
+    clock.now = start + 60
     tokens.verify(tok)
     assert counted.calls == 2
 
@@ -68,12 +77,13 @@ def test_an_entry_lapses_after_max_age_and_the_token_is_verified_again() -> None
 def test_an_entry_never_outlives_the_tokens_exp() -> None:
     counted, clock = Counted(), Clock()
     tokens = VerifiedTokens(counted, max_age=600, clock=clock)
-    tok = token(exp=NOW + 30)
+    tok = token(lifetime=300)
+    exp = jwt.decode(tok, options={"verify_signature": False})["exp"]
     tokens.verify(tok)
-    clock.now = NOW + 29
+    clock.now = exp - 1
     tokens.verify(tok)
     assert counted.calls == 1
-    clock.now = NOW + 30  # the cache's clock has reached exp: the verifier decides again
+    clock.now = exp  # the cache's clock has reached exp: the verifier decides again
     tokens.verify(tok)
     assert counted.calls == 2
 
