@@ -11,12 +11,15 @@ Runs alternate (baseline, ours, baseline, ours...) and ratios are per adjacent p
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import jwt
 from cloudevents.conversion import to_binary, to_structured
@@ -100,6 +103,32 @@ def _cold_start(procs: Processes, redis_url: str, token: str) -> float:
     raise TimeoutError("the function did not answer 201 within 30 s")
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of processes and their children (gunicorn master + worker), seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        tree = [pid]
+        if children.exists():
+            tree += [int(c) for c in children.read_text().split()]
+        for p in tree:
+            try:
+                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def _measured(pids: list[int], spec: RequestSpec, port: int, **load: Any) -> LoadResult:
+    """A load run, with the CPU the server side (function + Redis) spent on it per request."""
+    before = _cpu_seconds(pids)
+    result = run_load(port, spec, **load)
+    spent = _cpu_seconds(pids) - before
+    return dataclasses.replace(result, cpu_us=spent / max(1, result.requests) * 1e6)
+
+
 def run() -> list[Row]:
     token = _token()
     specs = _specs(token)
@@ -113,6 +142,8 @@ def run() -> list[Row]:
         }
         ours = procs.start_function("function", env)
         trivial = procs.start_function("trivial", {}, trivial=True)
+        our_pids = [procs.started[0].pid, redis.pid]
+        trivial_pids = [procs.started[1].pid]
         trivial_spec = RequestSpec("POST", "/", specs["binary"].headers, specs["binary"].body)
 
         results: dict[str, list[LoadResult]] = {
@@ -120,12 +151,18 @@ def run() -> list[Row]:
         }
         load = {"concurrency": CONCURRENCY, "seconds": SECONDS}
         for _ in range(ROUNDS):
-            results["trivial"].append(run_load(trivial, trivial_spec, **load))
+            results["trivial"].append(_measured(trivial_pids, trivial_spec, trivial, **load))
             for name in ("binary", "rest"):
-                results[name].append(run_load(ours, specs[name], **load))
+                results[name].append(_measured(our_pids, specs[name], ours, **load))
             for name in ("batch", "rest_list"):
                 results[name].append(
-                    run_load(ours, specs[name], concurrency=LIST_CONCURRENCY, seconds=SECONDS)
+                    _measured(
+                        our_pids,
+                        specs[name],
+                        ours,
+                        concurrency=LIST_CONCURRENCY,
+                        seconds=SECONDS,
+                    )
                 )
             redis.client().flushall()
         function_rss = rss_mib(procs.started[0].pid)
@@ -183,6 +220,20 @@ def run() -> list[Row]:
             meets_target=rest_ratio >= SINGLE_TARGET,
         ),
         Row("REST v1 p99", med("rest", "p99_ms"), "ms", med("trivial", "p99_ms"), trivial_name),
+        Row(
+            "REST v1 single: server CPU per request (function + Redis)",
+            med("rest", "cpu_us"),
+            "us",
+            med("trivial", "cpu_us"),
+            "trivial endpoint's process, per request",
+        ),
+        Row(
+            f"REST v1 lists of {BATCH}: server CPU per detection (function + Redis)",
+            med("rest_list", "cpu_us") / BATCH,
+            "us",
+            med("rest", "cpu_us"),
+            "single REST v1 request",
+        ),
         Row(
             f"batch of {BATCH} CloudEvents, detections/s",
             statistics.median(batch_rate),
