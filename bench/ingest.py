@@ -1,6 +1,9 @@
 """Ingest throughput and latency of the function, cold start and memory, next to a trivial
 functions-framework endpoint under the same server settings (1 worker, 8 threads).
 
+Issue #12's ingest targets are two rows: a single REST v1 detection at >= 0.5x the trivial
+endpoint's requests/s, and REST lists of 100 at >= 12x the single REST requests/s (detections/s).
+
 Our path is the product path: JWT verification, the Redis-backed rate limit (set high enough not
 to trigger), validation, geolocation, CoT, and the Redis transaction that stores record + job.
 Runs alternate (baseline, ours, baseline, ours...) and ratios are per adjacent pair, medians taken.
@@ -8,12 +11,15 @@ Runs alternate (baseline, ours, baseline, ours...) and ratios are per adjacent p
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import jwt
 from cloudevents.conversion import to_binary, to_structured
@@ -30,6 +36,9 @@ CONCURRENCY = 16
 SECONDS = 4.0
 ROUNDS = 3
 BATCH = 100
+SINGLE_TARGET = 0.5  # single REST requests/s over the trivial endpoint's (issue #12)
+LIST_TARGET = 12.0  # detections/s in REST lists of 100 over single REST requests/s (issue #12)
+LIST_CONCURRENCY = 4
 
 
 def _token() -> str:
@@ -66,7 +75,10 @@ def _specs(token: str) -> dict[str, RequestSpec]:
         {"Content-Type": "application/cloudevents-batch+json", **auth},
         json.dumps(items).encode(),
     )
-    return {"binary": binary, "rest": rest, "batch": batch}
+    rest_list = RequestSpec(
+        "POST", "/api/v1/detections", rest.headers, json.dumps([EXAMPLE] * BATCH).encode()
+    )
+    return {"binary": binary, "rest": rest, "batch": batch, "rest_list": rest_list}
 
 
 def _cold_start(procs: Processes, redis_url: str, token: str) -> float:
@@ -91,6 +103,32 @@ def _cold_start(procs: Processes, redis_url: str, token: str) -> float:
     raise TimeoutError("the function did not answer 201 within 30 s")
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of processes and their children (gunicorn master + worker), seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        tree = [pid]
+        if children.exists():
+            tree += [int(c) for c in children.read_text().split()]
+        for p in tree:
+            try:
+                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def _measured(pids: list[int], spec: RequestSpec, port: int, **load: Any) -> LoadResult:
+    """A load run, with the CPU the server side (function + Redis) spent on it per request."""
+    before = _cpu_seconds(pids)
+    result = run_load(port, spec, **load)
+    spent = _cpu_seconds(pids) - before
+    return dataclasses.replace(result, cpu_us=spent / max(1, result.requests) * 1e6)
+
+
 def run() -> list[Row]:
     token = _token()
     specs = _specs(token)
@@ -104,17 +142,28 @@ def run() -> list[Row]:
         }
         ours = procs.start_function("function", env)
         trivial = procs.start_function("trivial", {}, trivial=True)
+        our_pids = [procs.started[0].pid, redis.pid]
+        trivial_pids = [procs.started[1].pid]
         trivial_spec = RequestSpec("POST", "/", specs["binary"].headers, specs["binary"].body)
 
         results: dict[str, list[LoadResult]] = {
-            n: [] for n in ("trivial", "binary", "rest", "batch")
+            n: [] for n in ("trivial", "binary", "rest", "batch", "rest_list")
         }
         load = {"concurrency": CONCURRENCY, "seconds": SECONDS}
         for _ in range(ROUNDS):
-            results["trivial"].append(run_load(trivial, trivial_spec, **load))
+            results["trivial"].append(_measured(trivial_pids, trivial_spec, trivial, **load))
             for name in ("binary", "rest"):
-                results[name].append(run_load(ours, specs[name], **load))
-            results["batch"].append(run_load(ours, specs["batch"], concurrency=4, seconds=SECONDS))
+                results[name].append(_measured(our_pids, specs[name], ours, **load))
+            for name in ("batch", "rest_list"):
+                results[name].append(
+                    _measured(
+                        our_pids,
+                        specs[name],
+                        ours,
+                        concurrency=LIST_CONCURRENCY,
+                        seconds=SECONDS,
+                    )
+                )
             redis.client().flushall()
         function_rss = rss_mib(procs.started[0].pid)
         cold = statistics.median(_cold_start(procs, redis.url, token) for _ in range(3))
@@ -133,6 +182,10 @@ def run() -> list[Row]:
     trivial_name = f"trivial functions-framework endpoint, {CONCURRENCY} connections"
     batch_rate = [r.rate * BATCH for r in results["batch"]]
     single_rate = [r.rate for r in results["binary"]]
+    list_rate = [r.rate * BATCH for r in results["rest_list"]]
+    rest_rate = [r.rate for r in results["rest"]]
+    rest_ratio = pair_ratio("rest")
+    list_ratio = statistics.median(m / s for m, s in zip(list_rate, rest_rate, strict=True))
     return [
         Row(
             "CloudEvent binary, req/s",
@@ -157,14 +210,30 @@ def run() -> list[Row]:
             trivial_name,
         ),
         Row(
-            "REST v1, req/s",
+            "REST v1 single detection, req/s",
             med("rest", "rate"),
             "req/s",
             med("trivial", "rate"),
             trivial_name,
-            pair_ratio("rest"),
+            rest_ratio,
+            target=f">= {SINGLE_TARGET}x",
+            meets_target=rest_ratio >= SINGLE_TARGET,
         ),
         Row("REST v1 p99", med("rest", "p99_ms"), "ms", med("trivial", "p99_ms"), trivial_name),
+        Row(
+            "REST v1 single: server CPU per request (function + Redis)",
+            med("rest", "cpu_us"),
+            "us",
+            med("trivial", "cpu_us"),
+            "trivial endpoint's process, per request",
+        ),
+        Row(
+            f"REST v1 lists of {BATCH}: server CPU per detection (function + Redis)",
+            med("rest_list", "cpu_us") / BATCH,
+            "us",
+            med("rest", "cpu_us"),
+            "single REST v1 request",
+        ),
         Row(
             f"batch of {BATCH} CloudEvents, detections/s",
             statistics.median(batch_rate),
@@ -172,6 +241,16 @@ def run() -> list[Row]:
             statistics.median(single_rate),
             "single binary CloudEvents",
             statistics.median(b / s for b, s in zip(batch_rate, single_rate, strict=True)),
+        ),
+        Row(
+            f"REST v1 lists of {BATCH}, detections/s",
+            statistics.median(list_rate),
+            "detections/s",
+            statistics.median(rest_rate),
+            "single REST v1 requests",
+            list_ratio,
+            target=f">= {LIST_TARGET:g}x",
+            meets_target=list_ratio >= LIST_TARGET,
         ),
         Row("cold start to first 201", cold, "s"),
         Row("function resident memory (PSS) after load", function_rss, "MiB"),

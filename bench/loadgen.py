@@ -40,6 +40,7 @@ class LoadResult:
     seconds: float
     p50_ms: float
     p99_ms: float
+    cpu_us: float = float("nan")  # server-side CPU per request, when the caller measured it
 
     @property
     def rate(self) -> float:

@@ -128,6 +128,27 @@ def test_reply_has_a_different_type_so_a_broker_cannot_loop_it() -> None:
     assert [item["type"] for item in batch] == ["org.detectionapi.detection.geolocated"] * 2
 
 
+def test_a_batch_reply_holds_each_event_as_its_structured_mode_writes_it() -> None:
+    replies = [
+        ce.reply_event(
+            {"id": f"r{i}", "geolocation": {"lat": 51.2, "flag": "GREEN"}, "cot": "<event/>"},
+            event_id=f"r{i}",
+            subject=subject,
+        )
+        for i, subject in enumerate(["d-1", None, "caméra/7 ✓"])
+    ]
+    body = ce.batch_reply(replies)
+    assert json.loads(body) == [json.loads(to_structured(reply)[1]) for reply in replies]
+    # Read back as the events they are.
+    mode, events = ce.parse_request({"Content-Type": ce.BATCH_MEDIA_TYPE}, body)
+    assert mode == "batch"
+    assert [(e.event_id, e.subject) for e in events] == [
+        ("r0", "d-1"),
+        ("r1", None),
+        ("r2", "caméra/7 ✓"),
+    ]
+
+
 # -- bounds and the HTTP binding's percent-encoding (issue 10) ------------------------------------
 
 

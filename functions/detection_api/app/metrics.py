@@ -46,22 +46,12 @@ class QueueDepthCollector(Collector):
 
 
 class FunctionMetrics:
+    """What ingest decided, by outcome and class. Request counts and durations are
+    ``request_metrics.py``'s (prometheus-flask-exporter)."""
+
     def __init__(self, registry: CollectorRegistry, known_classes: Iterable[str]) -> None:
         self.registry = registry
         self.known_classes = frozenset(c.lower() for c in known_classes)
-        self.requests = Counter(
-            "detection_api_requests",
-            "HTTP requests by method, route template and status",
-            ["method", "endpoint", "status"],
-            registry=registry,
-        )
-        self.request_duration = Histogram(
-            "detection_api_request_duration_seconds",
-            "HTTP request duration by method and route template",
-            ["method", "endpoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
         self.detections = Counter(
             "detection_api_detections",
             "Detections by outcome (accepted, filtered, rejected, duplicate) and class",

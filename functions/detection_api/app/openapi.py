@@ -1,8 +1,9 @@
 """OpenAPI 3.1 description of the HTTP surface (served at /openapi.json; schemathesis fuzzes it).
 
-The detection schema is the pydantic model's own JSON Schema, so the document cannot drift from
-what the validator accepts. Every answer the app can give an operation is documented, errors
-included: 400/413/415/422 for bad input, 401/403 (bearer JWT) and 429 (with ``Retry-After``) on
+The schemas are ``openapi_schemas.py``'s (the detection schema is the pydantic model's own, so
+the document cannot drift from what the validator accepts); this module assembles the operations
+and paths. Every answer the app can give an operation is documented, errors included:
+400/413/415/422 for bad input, 401/403 (bearer JWT) and 429 (with ``Retry-After``) on
 protected operations, 409 for a redelivery racing itself, 503 (with ``Retry-After``) when Redis is
 down. Open operations (health, readiness, metrics, this document) declare ``security: []``.
 HEAD and OPTIONS are answered by Flask for every path and are not listed, as is customary.
@@ -14,13 +15,9 @@ from functools import cache
 from typing import Any
 
 from detection_api import __version__
-from detection_api.geo.types import ConfidenceFlag
-from detection_api.model import Detection
+from detection_api.app.openapi_schemas import component_schemas, ref
 from detection_api.settings import DETECTION_CREATED_TYPE, DETECTION_GEOLOCATED_TYPE
-from detection_api.store.audit import AuditEvent
-from detection_api.store.records import DeliveryState
 
-_REF = "#/components/schemas/{model}"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 STRUCTURED_MEDIA_TYPE = "application/cloudevents+json"
 BATCH_MEDIA_TYPE = "application/cloudevents-batch+json"
@@ -50,14 +47,10 @@ DETECTION_EXAMPLE: dict[str, Any] = {
 }
 
 
-def _ref(model: str) -> dict[str, str]:
-    return {"$ref": _REF.format(model=model)}
-
-
 def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": description,
-        "content": {PROBLEM_MEDIA_TYPE: {"schema": _ref("Problem")}},
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": ref("Problem")}},
     }
     if headers:
         response["headers"] = headers
@@ -118,163 +111,6 @@ _RECORD_ID = {
     "description": "record id (the id of an ingest answer, the last segment of its Location)",
     "schema": {"type": "string"},
 }
-
-
-def _schemas() -> dict[str, Any]:
-    detection = Detection.model_json_schema(ref_template=_REF)
-    schemas: dict[str, Any] = dict(detection.pop("$defs", {}))
-    schemas["Detection"] = detection
-    text = {"type": "string"}
-    number = {"type": "number"}
-    schemas["Problem"] = {
-        "type": "object",
-        "description": "RFC 9457 problem details",
-        "required": ["type", "title", "status"],
-        "properties": {
-            "type": text,
-            "title": text,
-            "status": {"type": "integer", "minimum": 400, "maximum": 599},
-            "detail": text,
-            "instance": text,
-            "errors": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["path"],
-                    "properties": {"path": text, "message": text, "reason": text},
-                },
-            },
-        },
-    }
-    schemas["Geolocation"] = {
-        "type": "object",
-        "required": ["lat", "lon", "hae_m", "ce90_m", "le90_m", "ce_m", "le_m", "flag"],
-        "properties": {
-            "lat": {"type": "number", "minimum": -90, "maximum": 90},
-            "lon": {"type": "number", "minimum": -180, "maximum": 180},
-            "hae_m": number,
-            "slant_range_m": {"type": "number", "minimum": 0},
-            "ground_distance_m": {"type": "number", "minimum": 0},
-            "ce90_m": {"type": "number", "minimum": 0},
-            "le90_m": {"type": "number", "minimum": 0},
-            "ce_m": {"type": "number", "minimum": 0},
-            "le_m": {"type": "number", "minimum": 0},
-            "flag": {"type": "string", "enum": [flag.value for flag in ConfidenceFlag]},
-            "covariance_en_m2": {
-                "type": "array",
-                "items": number,
-                "minItems": 3,
-                "maxItems": 3,
-                "description": "[var_east, cov_east_north, var_north], m²",
-            },
-            "terrain": {
-                "type": "string",
-                "enum": ["dem", "flat"],
-                "description": "the hit lies on the DEM, or on the flat ground_elevation plane",
-            },
-            "dem": {"type": "string", "description": "the DEM raster the hit lies on"},
-            "terrain_note": {
-                "type": "string",
-                "description": "why the flat ground was used: no_dem, outside_dem, dem_nodata",
-            },
-        },
-    }
-    state = {"type": "string", "enum": [s.value for s in DeliveryState]}
-    schemas["Outcome"] = {
-        "type": "object",
-        "required": ["id", "detection_id", "state", "uid", "cot_type", "geolocation"],
-        "properties": {
-            "id": text,
-            "detection_id": text,
-            "state": state,
-            "uid": text,
-            "cot_type": text,
-            "object_class": text,
-            "geolocation": _ref("Geolocation"),
-            "filter_reason": text,
-            "duplicate": {"type": "boolean"},
-        },
-    }
-    schemas["Reply"] = {
-        "description": "data of the reply CloudEvent: the outcome and its CoT event",
-        "allOf": [
-            _ref("Outcome"),
-            {"type": "object", "required": ["cot"], "properties": {"cot": text}},
-        ],
-    }
-    schemas["Record"] = {
-        "type": "object",
-        "required": ["id", "state"],
-        "properties": {
-            "id": text,
-            "state": state,
-            "attempts": {"type": "integer", "minimum": 0},
-            "created_at": number,
-            "updated_at": number,
-            "first_sent_at": number,
-            "confirmed_at": number,
-            "detection_id": text,
-            "uid": text,
-            "cot_type": text,
-            "cot": text,
-            "object_class": text,
-            "ai_confidence": text,
-            "camera_id": text,
-            "track_id": text,
-            "source": text,
-            "event_source": text,
-            "event_id": text,
-            "producer": {
-                "type": "string",
-                "description": "the authenticated producer: sub:<token subject> or "
-                "cluster:<CloudEvent source>",
-            },
-            "filter_reason": text,
-            "last_error": text,
-            "geolocation": _ref("Geolocation"),
-        },
-    }
-    schemas["AuditEntry"] = {
-        "type": "object",
-        "required": ["event", "at"],
-        "properties": {
-            "event": {"type": "string", "enum": [e.value for e in AuditEvent]},
-            "at": {"type": "number", "description": "Unix time, seconds"},
-            "record_id": text,
-            "detection_id": text,
-            "event_id": text,
-            "reason": text,
-        },
-    }
-    schemas["DetectionEvent"] = {
-        "type": "object",
-        "description": "a structured CloudEvent carrying one detection",
-        "required": ["specversion", "id", "source", "type", "data"],
-        "properties": {
-            "specversion": {"const": "1.0"},
-            "id": {"type": "string", "minLength": 1},
-            "source": {"type": "string", "minLength": 1},
-            "type": {"type": "string", "enum": [DETECTION_CREATED_TYPE]},
-            "datacontenttype": {"type": "string", "enum": ["application/json"]},
-            "subject": text,
-            "time": {"type": "string", "format": "date-time"},
-            "data": _ref("Detection"),
-        },
-    }
-    schemas["ReplyEvent"] = {
-        "type": "object",
-        "required": ["specversion", "id", "source", "type", "data"],
-        "properties": {
-            "specversion": {"const": "1.0"},
-            "id": text,
-            "source": text,
-            "type": {"const": DETECTION_GEOLOCATED_TYPE},
-            "subject": text,
-            "datacontenttype": text,
-            "data": _ref("Reply"),
-        },
-    }
-    return schemas
 
 
 def _dead_letter_operation() -> dict[str, Any]:
@@ -351,15 +187,15 @@ def _cloudevents_operation() -> dict[str, Any]:
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": _ref("Detection"),
+                    "schema": ref("Detection"),
                     "example": DETECTION_EXAMPLE,
                 },
                 STRUCTURED_MEDIA_TYPE: {
-                    "schema": _ref("DetectionEvent"),
+                    "schema": ref("DetectionEvent"),
                     "example": event_example,
                 },
                 BATCH_MEDIA_TYPE: {
-                    "schema": {"type": "array", "minItems": 1, "items": _ref("DetectionEvent")},
+                    "schema": {"type": "array", "minItems": 1, "items": ref("DetectionEvent")},
                     "example": [event_example],
                 },
             },
@@ -376,8 +212,8 @@ def _cloudevents_operation() -> dict[str, Any]:
                     "ce-id": _header("the record id", {"type": "string"}, required=False),
                 },
                 "content": {
-                    "application/json": {"schema": _ref("Reply")},
-                    BATCH_MEDIA_TYPE: {"schema": {"type": "array", "items": _ref("ReplyEvent")}},
+                    "application/json": {"schema": ref("Reply")},
+                    BATCH_MEDIA_TYPE: {"schema": {"type": "array", "items": ref("ReplyEvent")}},
                 },
             },
             "202": {"description": "Stored and queued (or filtered); replies are turned off"},
@@ -388,7 +224,7 @@ def _cloudevents_operation() -> dict[str, Any]:
 
 def _rest_operation() -> dict[str, Any]:
     one_or_many = {
-        "oneOf": [_ref("Detection"), {"type": "array", "minItems": 1, "items": _ref("Detection")}]
+        "oneOf": [ref("Detection"), {"type": "array", "minItems": 1, "items": ref("Detection")}]
     }
     return {
         "operationId": "createDetections",
@@ -406,8 +242,8 @@ def _rest_operation() -> dict[str, Any]:
                     "application/json": {
                         "schema": {
                             "oneOf": [
-                                _ref("Outcome"),
-                                {"type": "array", "items": _ref("Outcome")},
+                                ref("Outcome"),
+                                {"type": "array", "items": ref("Outcome")},
                             ]
                         }
                     },
@@ -457,7 +293,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "The record",
-                            "content": {"application/json": {"schema": _ref("Record")}},
+                            "content": {"application/json": {"schema": ref("Record")}},
                         },
                         **_READ_ERRORS,
                     },
@@ -473,7 +309,7 @@ def openapi_document() -> dict[str, Any]:
                             "description": "The audit entries",
                             "content": {
                                 "application/json": {
-                                    "schema": {"type": "array", "items": _ref("AuditEntry")}
+                                    "schema": {"type": "array", "items": ref("AuditEntry")}
                                 }
                             },
                         },
@@ -498,7 +334,7 @@ def openapi_document() -> dict[str, Any]:
             ),
         },
         "components": {
-            "schemas": _schemas(),
+            "schemas": component_schemas(),
             "securitySchemes": {
                 "bearerAuth": {
                     "type": "http",

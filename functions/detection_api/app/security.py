@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from detection_api.app.cluster_events import EVENT_PATHS, is_cluster_delivery
 from detection_api.app.problems import Problem
+from detection_api.app.token_cache import VerifiedTokens
 from detection_api.auth import AuthError, Principal, Scope, TokenVerifier
 from detection_api.settings import Settings
 
@@ -96,6 +97,7 @@ def install_auth(app: Flask, settings: Settings) -> None:
     if not verifier.configured and not settings.eventing_oidc_jwks_file:
         log.error("authentication is on but no JWT key is configured: protected paths answer 401")
 
+    tokens = VerifiedTokens(verifier.verify)
     failures = SlidingWindowCounterRateLimiter(_storage(settings))
     failure_rules = parse_many(settings.auth_failure_rate_limit)
 
@@ -123,7 +125,7 @@ def install_auth(app: Flask, settings: Settings) -> None:
         if kind.lower() != "bearer" or not token.strip():
             raise failed("use Authorization: Bearer <token>")
         try:
-            return verifier.verify(token.strip())
+            return tokens.verify(token.strip())
         except AuthError as exc:
             raise failed(exc.message) from None
 

@@ -1,0 +1,65 @@
+"""The steps both ingest routes (CloudEvents on ``/``, v1 REST) take around the ``Ingestor``:
+read the body within ``MAX_BODY_BYTES``, admit the request's detection count (cap, then the rate
+limit for the detections beyond the first), and count what the ingest decided."""
+
+from __future__ import annotations
+
+from flask import request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from detection_api.app.metrics import FunctionMetrics
+from detection_api.app.problems import Problem
+from detection_api.app.services import services
+from detection_api.app.submissions import Outcome, Submission
+
+
+def read_body() -> bytes:
+    body = request.get_data(cache=False)  # raises 413 past a declared Content-Length
+    if len(body) > services().settings.max_body_bytes:
+        raise RequestEntityTooLarge()
+    return body
+
+
+def admit(count: int) -> None:
+    """Bounds on the request's number of detections, before any of them is processed."""
+    found = services()
+    cap = found.settings.max_detections_per_request
+    if count > cap:
+        raise Problem(
+            413,
+            "too_many_detections",
+            "Too many detections",
+            f"{count} detections in one request; MAX_DETECTIONS_PER_REQUEST is {cap}: "
+            "split the request",
+            max_detections=cap,
+        )
+    found.charge(count - 1)  # the request itself paid for one
+
+
+def ingest(submissions: list[Submission], *, batch: bool) -> list[Outcome]:
+    found = services()
+    try:
+        outcomes = found.ingestor.ingest(submissions, batch=batch)
+    except Problem:
+        _count_rejected(found.metrics, submissions)
+        raise
+    _count_outcomes(found.metrics, outcomes)
+    return outcomes
+
+
+def _count_rejected(metrics: FunctionMetrics, submissions: list[Submission]) -> None:
+    for submission in submissions:
+        payload = submission.payload if isinstance(submission.payload, dict) else {}
+        cls = payload.get("object_class")
+        label = metrics.class_label(cls) if isinstance(cls, str) else "other"
+        metrics.detections.labels("rejected", label).inc()
+
+
+def _count_outcomes(metrics: FunctionMetrics, outcomes: list[Outcome]) -> None:
+    for outcome in outcomes:
+        kind = "duplicate" if outcome.duplicate else "accepted"
+        if outcome.state == "filtered" and not outcome.duplicate:
+            kind = "filtered"
+        metrics.detections.labels(kind, metrics.class_label(outcome.object_class)).inc()
+        if not outcome.duplicate:
+            metrics.ce90.observe(outcome.geolocation["ce90_m"])

@@ -1,0 +1,89 @@
+"""Request metrics and the ``/metrics`` endpoint, through prometheus-flask-exporter.
+
+The names and labels are a contract with the alert rules and canary checks in ``knative/``:
+``detection_api_requests_total{method,endpoint,status}`` and
+``detection_api_request_duration_seconds{method,endpoint}``, where ``endpoint`` is the route
+template (``unmatched`` for a path no route matches), never a raw path. The exporter's default
+metrics (``flask_http_request_*``) carry other names, so they are off; its counter and histogram
+wrappers, with our names, wrap the app's whole dispatch (``MeteredFlask``), so requests that a
+before-request hook answers (401, 403, 429), 404s and 405s are counted as well as routed ones.
+
+``/metrics`` is the exporter's endpoint on the app's own registry (which also holds the domain
+metrics and the queue-depth collector), OpenMetrics when the scraper asks for it. It answers 404
+to anything that came through the ingress (which always adds a forwarding header): Prometheus
+scrapes pods directly, and metrics are never public.
+
+One gunicorn worker per pod (``WORKERS=1``, as the manifests set): the registry is the process's.
+prometheus-flask-exporter's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) is not used; it would
+drop the scrape-time queue-depth collector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import Flask, Response, request
+from prometheus_client import CollectorRegistry
+from prometheus_flask_exporter import PrometheusMetrics
+
+from detection_api.app.metrics import LATENCY_BUCKETS
+from detection_api.app.problems import Problem
+
+Dispatch = Callable[[], Response]
+
+
+class MeteredFlask(Flask):
+    """Flask whose whole dispatch (hooks, view, error handlers) runs inside ``metered``."""
+
+    metered: Dispatch | None = None
+
+    def full_dispatch_request(self) -> Response:
+        if self.metered is None:
+            return super().full_dispatch_request()
+        return self.metered()
+
+    def unmetered_dispatch(self) -> Response:
+        return super().full_dispatch_request()
+
+
+def _endpoint() -> str:
+    return request.url_rule.rule if request.url_rule else "unmatched"
+
+
+def _not_through_ingress(view: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if request.headers.get("X-Forwarded-For") or request.headers.get("Forwarded"):
+            raise Problem(404, "not_found", "Not found", "no such path")
+        return view(*args, **kwargs)
+
+    return guarded
+
+
+def install_request_metrics(app: MeteredFlask, registry: CollectorRegistry) -> PrometheusMetrics:
+    exporter = PrometheusMetrics(
+        app,
+        path="/metrics",
+        export_defaults=False,
+        metrics_decorator=_not_through_ingress,
+        registry=registry,
+    )
+    count = exporter.counter(
+        "detection_api_requests",
+        "HTTP requests by method, route template and status",
+        labels={
+            "method": lambda: request.method,
+            "endpoint": _endpoint,
+            "status": lambda response: str(response.status_code),
+        },
+    )
+    time = exporter.histogram(
+        "detection_api_request_duration_seconds",
+        "HTTP request duration by method and route template",
+        labels={"method": lambda: request.method, "endpoint": _endpoint},
+        buckets=LATENCY_BUCKETS,
+    )
+    app.metered = count(time(app.unmetered_dispatch))  # wrapped once, at start
+    return exporter
