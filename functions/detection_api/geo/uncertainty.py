@@ -270,6 +270,11 @@ def _build_table() -> tuple[float, ...]:
 _CE90_PER_MAJOR_SIGMA_TABLE = _build_table()
 
 
+def ce90_per_major_sigma_table() -> tuple[int, tuple[float, ...]]:
+    """(nodes per unit of axis ratio, ce90 / sigma_major at each node): for array twins."""
+    return _TABLE_STEPS_PER_UNIT, _CE90_PER_MAJOR_SIGMA_TABLE
+
+
 def _ce90_per_major_sigma(ratio: float) -> float:
     """ce90 / sigma_major for sigma_minor / sigma_major = ratio in [0, 1], 4-point Lagrange."""
     table = _CE90_PER_MAJOR_SIGMA_TABLE
