@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detection_api.geo.locate import DEFAULT_SIGMAS, locate
-from detection_api.geo.locate_batch import LocateInput, locate_many, locate_vectorised
+from detection_api.geo.locate_batch import (
+    ROW_FIELDS,
+    LocateInput,
+    item_of,
+    locate_many,
+    locate_vectorised,
+    row_of,
+)
 from detection_api.geo.types import (
     CameraPose,
     Geolocation,
@@ -18,7 +27,9 @@ from detection_api.geo.types import (
     Intrinsics,
     NoGroundIntersection,
 )
+from detection_api.model import parse_detection
 
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "detection.json"
 CAMERA = Intrinsics(focal_px=1000.0, width_px=1920.0, height_px=1080.0, cx_px=960.0, cy_px=540.0)
 DEGREES = 1e-9  # ~0.1 mm on the ground
 METRES = 1e-6
@@ -92,7 +103,7 @@ def test_varied_geometry_gives_the_scalar_results() -> None:
 
 def test_the_vectorised_path_settles_ordinary_detections_itself() -> None:
     # Guards against a batch that silently hands everything to the scalar path.
-    settled = locate_vectorised(VARIED)
+    settled = locate_vectorised([row_of(entry) for entry in VARIED])
     assert all(result is not None for result in settled)
     for result, entry in zip(settled, VARIED, strict=True):
         assert result is not None
@@ -168,3 +179,47 @@ def test_empty_batch() -> None:
 )
 def test_random_batches_give_the_scalar_results(entries: list[LocateInput]) -> None:
     assert_batch_is_scalar(entries)
+
+
+def test_rows_carry_every_input_in_their_documented_order() -> None:
+    entry = item(
+        lat=1.0, lon=2.0, height=3.0, ground=4.0, heading=5.0, pitch=-6.0, roll=7.0, px=8.0, py=9.0
+    )
+    row = row_of(entry)
+    assert len(row) == len(ROW_FIELDS)
+    assert dict(zip(ROW_FIELDS, row, strict=True)) == {
+        "lat_deg": 1.0,
+        "lon_deg": 2.0,
+        "height_above_ground_m": 3.0,
+        "ground_hae_m": 4.0,
+        "heading_deg": 5.0,
+        "pitch_deg": -6.0,
+        "roll_deg": 7.0,
+        "focal_px": CAMERA.focal_px,
+        "width_px": CAMERA.width_px,
+        "height_px": CAMERA.height_px,
+        "cx_px": CAMERA.cx_px,
+        "cy_px": CAMERA.cy_px,
+        "pixel_x": 8.0,
+        "pixel_y": 9.0,
+        "position_sigma_m": DEFAULT_SIGMAS.position_m,
+        "altitude_sigma_m": DEFAULT_SIGMAS.altitude_m,
+        "heading_sigma_deg": DEFAULT_SIGMAS.heading_deg,
+        "pitch_sigma_deg": DEFAULT_SIGMAS.pitch_deg,
+        "roll_sigma_deg": DEFAULT_SIGMAS.roll_deg,
+        "pixel_sigma": DEFAULT_SIGMAS.pixel,
+    }
+    assert item_of(row) == entry
+
+
+def test_a_detections_row_is_the_row_of_its_geometry_inputs() -> None:
+    payload = json.loads(EXAMPLE.read_text())
+    given = parse_detection(payload)
+    payload["sensor_metadata"] = {
+        k: v for k, v in payload["sensor_metadata"].items() if not k.endswith("sigma_m")
+    } | {"principal_x": 900.5, "principal_y": 500.25}
+    payload.pop("pixel_x")
+    payload.pop("pixel_y")
+    defaults = parse_detection(payload)  # bbox bottom-centre, principal point, default sigmas
+    for det in (given, defaults):
+        assert det.geometry_row() == row_of(det.geometry_inputs())

@@ -172,10 +172,10 @@ def _geolocate_all(
     out: list[Geolocation | GeolocationError | None] = [None] * len(detections)
     if len(flat) >= BATCH_MIN:
         # Imported here: numpy costs ~0.13 s of cold start that single detections never need.
-        from detection_api.geo.locate_batch import locate_many  # noqa: PLC0415 (see above)
+        from detection_api.geo.locate_batch import locate_rows  # noqa: PLC0415 (see above)
 
-        located = locate_many(
-            [detections[i].geometry_inputs() for i in flat],
+        located = locate_rows(
+            [detections[i].geometry_row() for i in flat],
             max_range_m=config.max_range_m,
             green_max_m=config.green_max_m,
             yellow_max_m=config.yellow_max_m,

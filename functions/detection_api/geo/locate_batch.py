@@ -62,6 +62,67 @@ _TABLE = np.array(_CE90_TABLE)
 _FLAGS = (ConfidenceFlag.GREEN, ConfidenceFlag.YELLOW, ConfidenceFlag.RED)
 
 LocateInput = tuple[CameraPose, Intrinsics, float, float, InputSigmas]
+# One detection's geometry as plain floats, in ROW_FIELDS order: what the batch path reads.
+GeometryRow = tuple[float, ...]
+ROW_FIELDS: tuple[str, ...] = (
+    "lat_deg",
+    "lon_deg",
+    "height_above_ground_m",
+    "ground_hae_m",
+    "heading_deg",
+    "pitch_deg",
+    "roll_deg",
+    "focal_px",
+    "width_px",
+    "height_px",
+    "cx_px",
+    "cy_px",
+    "pixel_x",
+    "pixel_y",
+    "position_sigma_m",
+    "altitude_sigma_m",
+    "heading_sigma_deg",
+    "pitch_sigma_deg",
+    "roll_sigma_deg",
+    "pixel_sigma",
+)
+_GEOMETRY = [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13]  # the values locate() requires finite
+
+
+def row_of(item: LocateInput) -> GeometryRow:
+    pose, camera, pixel_x, pixel_y, sigmas = item
+    return (
+        pose.lat_deg,
+        pose.lon_deg,
+        pose.height_above_ground_m,
+        pose.ground_hae_m,
+        pose.heading_deg,
+        pose.pitch_deg,
+        pose.roll_deg,
+        camera.focal_px,
+        camera.width_px,
+        camera.height_px,
+        camera.cx_px,
+        camera.cy_px,
+        pixel_x,
+        pixel_y,
+        sigmas.position_m,
+        sigmas.altitude_m,
+        sigmas.heading_deg,
+        sigmas.pitch_deg,
+        sigmas.roll_deg,
+        sigmas.pixel,
+    )
+
+
+def item_of(row: GeometryRow) -> LocateInput:
+    return (
+        CameraPose(*row[:7]),
+        Intrinsics(*row[7:12]),
+        row[12],
+        row[13],
+        InputSigmas(*row[14:20]),
+    )
 
 
 def locate_many(
@@ -76,50 +137,40 @@ def locate_many(
     Other errors of the scalar ``locate`` (ValueError for invalid numbers) propagate as they do
     there.
     """
+    return locate_rows(
+        [row_of(item) for item in inputs],
+        max_range_m=max_range_m,
+        green_max_m=green_max_m,
+        yellow_max_m=yellow_max_m,
+    )
+
+
+def locate_rows(
+    rows: Sequence[GeometryRow],
+    *,
+    max_range_m: float = 20_000.0,
+    green_max_m: float = 30.0,
+    yellow_max_m: float = 100.0,
+) -> list[Geolocation | GeolocationError]:
+    """``locate_many`` for geometry given as rows (``ROW_FIELDS``), which skips building the
+    value objects of every detection that the vectorised path settles."""
     limits = {"max_range_m": max_range_m, "green_max_m": green_max_m, "yellow_max_m": yellow_max_m}
     results: list[Geolocation | GeolocationError | None] = list(
         locate_vectorised(
-            inputs, max_range_m=max_range_m, green_max_m=green_max_m, yellow_max_m=yellow_max_m
+            rows, max_range_m=max_range_m, green_max_m=green_max_m, yellow_max_m=yellow_max_m
         )
     )
     for i, result in enumerate(results):
         if result is None:  # not settled by the vectorised path: the scalar one decides
             try:
-                results[i] = locate(*inputs[i], **limits)
+                results[i] = locate(*item_of(rows[i]), **limits)
             except GeolocationError as exc:
                 results[i] = exc
     return results  # type: ignore[return-value] # every None was replaced above
 
 
-def _columns(inputs: Sequence[LocateInput]) -> Floats:
-    rows = [
-        (
-            pose.lat_deg,
-            pose.lon_deg,
-            pose.height_above_ground_m,
-            pose.ground_hae_m,
-            pose.heading_deg,
-            pose.pitch_deg,
-            pose.roll_deg,
-            camera.focal_px,
-            camera.cx_px,
-            camera.cy_px,
-            pixel_x,
-            pixel_y,
-            sigmas.position_m,
-            sigmas.altitude_m,
-            sigmas.heading_deg,
-            sigmas.pitch_deg,
-            sigmas.roll_deg,
-            sigmas.pixel,
-        )
-        for pose, camera, pixel_x, pixel_y, sigmas in inputs
-    ]
-    return np.array(rows, dtype=np.float64).T
-
-
 def locate_vectorised(
-    inputs: Sequence[LocateInput],
+    rows: Sequence[GeometryRow],
     *,
     max_range_m: float = 20_000.0,
     green_max_m: float = 30.0,
@@ -127,13 +178,13 @@ def locate_vectorised(
 ) -> list[Geolocation | None]:
     """The Geolocation of every item the vectorised path settles, None for the others (which
     the scalar ``locate`` must decide: an error, or a crossing that needs its slower steps)."""
-    results: list[Geolocation | None] = [None] * len(inputs)
-    if not inputs or not max_range_m > 0.0:
+    results: list[Geolocation | None] = [None] * len(rows)
+    if not rows or not max_range_m > 0.0:
         return results
-    cols = _columns(inputs)
-    lat_deg, lon_deg, above_ground, ground, heading, pitch, roll = cols[:7]
-    focal, cx, cy, px, py = cols[7:12]
-    sigma_cols = cols[12:]
+    cols = np.array(rows, dtype=np.float64).T
+    lat_deg, lon_deg, above_ground, ground, heading, pitch, roll, focal = cols[:8]
+    cx, cy, px, py = cols[10:14]
+    sigma_cols = cols[14:]
     max_sigmas = np.array(
         [
             MAX_SIGMAS.position_m,
@@ -146,7 +197,7 @@ def locate_vectorised(
     )[:, None]
     with np.errstate(all="ignore"):
         # -- the scalar checks; whatever fails one goes to the scalar path for its error
-        ok = np.isfinite(cols[:12]).all(axis=0)
+        ok = np.isfinite(cols[_GEOMETRY]).all(axis=0)
         ok &= (np.abs(lat_deg) <= 90.0) & (np.abs(ground) <= MAX_GROUND_HAE_M)
         ok &= (above_ground > 0.0) & (above_ground <= MAX_CAMERA_HEIGHT_M)
         ok &= focal >= MIN_FOCAL_PX
@@ -262,7 +313,10 @@ def locate_vectorised(
         )
         le90 = LE90_PER_SIGMA * sigma_cols[1]
         flag_index = np.where(ce90 <= green_max_m, 0, np.where(ce90 <= yellow_max_m, 1, 2))
-        ground_distance, converged = geodesic_distance_m(lat, lon, hit.lat_rad, hit.lon_rad)
+        # (elements already handed to the scalar path become coincident points: no iterations)
+        ground_distance, converged = geodesic_distance_m(
+            *(np.where(ok, angle, 0.0) for angle in (lat, lon, hit.lat_rad, hit.lon_rad))
+        )
         ok &= converged
         hit_lon_deg = normalize_longitude_deg(np.degrees(hit.lon_rad))
 
