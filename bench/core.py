@@ -3,9 +3,12 @@
 Baseline: one pymap3d ``geodetic2ecef`` + ``ecef2geodetic`` round trip, timed in the same run,
 interleaved with each candidate. Targets are the issue's: at most 60 us per detection in a list
 of 100 (``core.process_detections``, the batch path a request of many detections takes) and at
-most 100 us for a detection alone (``core.process_detection``), validation included. The
-machine is shared: when the baseline is far above its quiet value, every figure is inflated alike
-and the ratio is the figure to compare between runs.
+most 100 us for a detection alone (``core.process_detection``), validation included.
+
+The machine is shared (five helpers and more on two cores): the same code measured 76 us and
+290 us for the baseline within an hour. So a row meets its target when its *ratio* to the
+baseline is at most target / ``QUIET_ROUND_TRIP_US``, the round trip this benchmark measured on
+this machine at a load average under 1; the value column shows the microseconds of this run.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ BASELINE = "pymap3d geodetic2ecef+ecef2geodetic"
 LIST_SIZE = 100
 LIST_TARGET_US = 60.0
 ALONE_TARGET_US = 100.0
+QUIET_ROUND_TRIP_US = 75.7  # the baseline of this benchmark on this machine, load average 0.8
 
 
 def varied_payloads(count: int) -> list[dict[str, Any]]:
@@ -138,7 +142,7 @@ def run() -> list[Row]:
         value, ratio = results[name]
         if name in per_list:
             value, ratio = value / LIST_SIZE, ratio / LIST_SIZE
-        limit = float(target.split()[1]) if target else None
+        limit = float(target.split()[1]) / QUIET_ROUND_TRIP_US if target else None
         rows.append(
             Row(
                 name,
@@ -147,8 +151,8 @@ def run() -> list[Row]:
                 base,
                 BASELINE,
                 ratio,
-                target=target,
-                meets_target=None if limit is None else value <= limit,
+                target=f"{target} (<= {limit:.2f}x)" if limit else "",
+                meets_target=None if limit is None else ratio <= limit,
             )
         )
     return rows

@@ -59,6 +59,7 @@ weapon                                         a-u-G-E-W           ground weapon
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -130,6 +131,8 @@ _NOT_LABEL_CHAR = re.compile("[\x80-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u
 _UID_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 # What ElementTree escapes in an attribute (the superset of what it escapes in text).
 _NEEDS_ESCAPE = re.compile(r'[&<>"\r\n\t]')
+# Printable ASCII but the escaped characters: a value XML can carry as it is (the fast path).
+_PLAIN = re.compile(r"[ !#-%\'-;=?-~]*\Z")
 _ATTRIBUTE_ENTITIES = {'"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#09;"}
 _PRODUCER_TAG_CHARS = 12
 _MAX_UID_PART = 128
@@ -140,6 +143,7 @@ _CALLSIGN_ID_CHARS = 6
 # --- class -> type ------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # a site sees a few dozen classes, in every request
 def normalise_class(object_class: str) -> str:
     """The map key of a class: case-folded, ``_``/``-``/whitespace runs as one space."""
     return _CLASS_SEPARATORS.sub(" ", object_class).strip().casefold()
@@ -222,6 +226,7 @@ def detection_uid(
     return f"{UID_PREFIX}.{_uid_part(record_id)}"
 
 
+@functools.lru_cache(maxsize=1024)  # a request's events share times: generation, capture, stale
 def cot_time(moment: datetime) -> str:
     """UTC RFC 3339 with ``Z`` and milliseconds (truncated), e.g. 2026-11-27T02:40:16.123Z."""
     if moment.tzinfo is None:
@@ -287,6 +292,13 @@ def _attr(value: str) -> str:
     return _escape(value, _ATTRIBUTE_ENTITIES)
 
 
+def _safe_attr(value: str) -> str:
+    """``_attr(xml_safe(value))``, with one check for the common value that needs neither."""
+    if _PLAIN.match(value) is not None:
+        return value
+    return _attr(xml_safe(value))
+
+
 def _text(value: str) -> str:
     """Character data escaped exactly as ElementTree escapes it (``& < >``)."""
     return _escape(value) if _NEEDS_ESCAPE.search(value) else value
@@ -294,7 +306,7 @@ def _text(value: str) -> str:
 
 def _optional_attr(name: str, value: str | None) -> str:
     """`` name="value"`` (XML-safe, escaped) when there is a value, else nothing."""
-    return "" if value is None else f' {name}="{_attr(xml_safe(value))}"'
+    return "" if value is None else f' {name}="{_safe_attr(value)}"'
 
 
 def build_detection_event(
@@ -347,9 +359,9 @@ def build_detection_event(
         f' ce="{ce:.2f}" le="{le:.2f}" />'
         f'<detail><contact callsign="{_attr(label_safe(_callsign(facts)))}" />'
         f"<remarks>{_text(label_safe(_remarks(facts, geo)))}</remarks>{link}"
-        f'<{DETAIL_ELEMENT} id="{_attr(xml_safe(facts.detection_id))}"'
-        f' record="{_attr(xml_safe(facts.record_id))}"'
-        f' class="{_attr(xml_safe(facts.object_class))}"'
+        f'<{DETAIL_ELEMENT} id="{_safe_attr(facts.detection_id)}"'
+        f' record="{_safe_attr(facts.record_id)}"'
+        f' class="{_safe_attr(facts.object_class)}"'
         f' confidence="{facts.ai_confidence:.3f}" ce90="{geo.ce90_m:.2f}"'
         f' le90="{geo.le90_m:.2f}" flag="{geo.flag.value}"'
         f"{_optional_attr('camera', facts.camera_id)}"
