@@ -11,7 +11,7 @@ handed to the scalar ``locate``, which gives its answer or raises its error: eve
 exactly the scalar outcome, and the scalar code stays the single definition of the edge cases.
 
 numpy's fixed cost per operation (~1 us) is paid once per batch: cheaper than the scalar path
-from about ten detections on (bench/core.py measures both).
+from about 16 detections on (``core.BATCH_MIN``; bench/core.py measures both paths).
 """
 
 from __future__ import annotations
@@ -21,19 +21,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from detection_api.geo.ellipsoid import SEMI_MAJOR_AXIS_M, SEMI_MINOR_AXIS_M
 from detection_api.geo.ellipsoid_arrays import (
-    Bools,
     Floats,
-    Geodetic,
-    ecef_to_geodetic,
     geodesic_distance_m,
     geodetic_to_ecef,
     meridian_radius_m,
     normalize_longitude_deg,
     prime_vertical_radius_m,
 )
-from detection_api.geo.intersect import HEIGHT_TOLERANCE_M
+from detection_api.geo.intersect_arrays import first_ground_crossings
 from detection_api.geo.locate import (
     MAX_AXIS_OFFSET,
     MAX_CAMERA_HEIGHT_M,
@@ -56,7 +52,6 @@ from detection_api.geo.uncertainty import (
     ce90_per_major_sigma_table,
 )
 
-_NEWTON_STEPS = 8  # the scalar solver needs 1-3; anything slower goes to it
 _STEPS_PER_UNIT, _CE90_TABLE = ce90_per_major_sigma_table()
 _TABLE = np.array(_CE90_TABLE)
 _FLAGS = (ConfidenceFlag.GREEN, ConfidenceFlag.YELLOW, ConfidenceFlag.RED)
@@ -236,7 +231,7 @@ def locate_vectorised(
         dz = n * cam_north[2] + u * cam_up[2]
         x0, y0, z0 = geodetic_to_ecef(sin_lat, cos_lat, sin_lon, cos_lon, camera_height)
 
-        range_m, hit, settled = _first_ground_crossings(
+        range_m, hit, settled = first_ground_crossings(
             (x0, y0, z0), (dx, dy, dz), ground, ok.copy()
         )
         ok &= settled
@@ -365,52 +360,3 @@ def _ce90_per_major_sigma(ratio: Floats) -> Floats:
         - (t + 1.0) * t * (t - 2.0) / 2.0 * g1
         + (t + 1.0) * t * (t - 1.0) / 6.0 * g2
     )
-
-
-def _first_ground_crossings(
-    camera_ecef: tuple[Floats, Floats, Floats],
-    unit_ray_ecef: tuple[Floats, Floats, Floats],
-    ground: Floats,
-    ok: Bools,
-) -> tuple[Floats, Geodetic, Bools]:
-    """geo/intersect.first_ground_crossing for the ``ok`` elements: the range along the unit ray,
-    the geodetic position there, and which elements it settled (the inflated-ellipsoid entry, then
-    the same Newton steps, bracket and stopping rule; a ray over the horizon, or one needing more
-    than ``_NEWTON_STEPS``, is left to the scalar solver)."""
-    x0, y0, z0 = camera_ecef
-    dx, dy, dz = unit_ray_ecef
-    with np.errstate(all="ignore"):
-        inv_a2 = 1.0 / (SEMI_MAJOR_AXIS_M + ground) ** 2
-        inv_b2 = 1.0 / (SEMI_MINOR_AXIS_M + ground) ** 2
-        qa = (dx * dx + dy * dy) * inv_a2 + dz * dz * inv_b2
-        qb = (x0 * dx + y0 * dy) * inv_a2 + z0 * dz * inv_b2
-        qc = (x0 * x0 + y0 * y0) * inv_a2 + z0 * z0 * inv_b2 - 1.0
-        discriminant = qb * qb - qa * qc
-        ok &= (qc <= 0.0) | ((qb < 0.0) & (discriminant >= 0.0))
-        range_m = np.where(qc <= 0.0, 0.0, qc / (-qb + np.sqrt(discriminant)))
-        above_range, below_range = np.zeros_like(range_m), np.full_like(range_m, np.inf)
-        active = ok.copy()
-        for _ in range(_NEWTON_STEPS):
-            x, y, z = x0 + range_m * dx, y0 + range_m * dy, z0 + range_m * dz
-            hit = ecef_to_geodetic(x, y, z)
-            miss = hit.height_m - ground
-            active &= ~(np.abs(miss) <= HEIGHT_TOLERANCE_M)
-            if not active.any():
-                break
-            hit_cos_lat = np.cos(hit.lat_rad)
-            slope = (
-                hit_cos_lat * np.cos(hit.lon_rad) * dx
-                + hit_cos_lat * np.sin(hit.lon_rad) * dy
-                + np.sin(hit.lat_rad) * dz
-            )
-            over_horizon = active & (miss > 0.0) & (slope >= 0.0) & np.isinf(below_range)
-            ok &= ~over_horizon
-            active &= ~over_horizon
-            above_range = np.where(active & (miss > 0.0), range_m, above_range)
-            below_range = np.where(active & ~(miss > 0.0), range_m, below_range)
-            step = np.where(slope < 0.0, range_m - miss / slope, np.inf)
-            step = np.where(
-                (above_range < step) & (step < below_range), step, 0.5 * (above_range + below_range)
-            )
-            range_m = np.where(active, step, range_m)
-    return range_m, hit, ok & ~active
