@@ -94,7 +94,7 @@ class ProcessedDetection:
 
 # From this many detections on, the flat-ground geometry of a request runs vectorised
 # (geo/locate_batch.py); below it numpy's fixed cost per operation exceeds the scalar path's.
-BATCH_MIN = 16
+BATCH_MIN = 20
 
 
 def process_detection(

@@ -11,7 +11,7 @@ handed to the scalar ``locate``, which gives its answer or raises its error: eve
 exactly the scalar outcome, and the scalar code stays the single definition of the edge cases.
 
 numpy's fixed cost per operation (~1 us) is paid once per batch: cheaper than the scalar path
-from about 16 detections on (``core.BATCH_MIN``; bench/core.py measures both paths).
+from about 20 detections on (``core.BATCH_MIN``; bench/core.py measures both paths).
 """
 
 from __future__ import annotations
