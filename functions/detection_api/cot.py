@@ -69,7 +69,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from xml.sax.saxutils import escape as _escape
+from xml.sax.saxutils import escape as _escape  # nosec B406 # escapes text; parses nothing
 
 from detection_api.geo.types import Geolocation
 
