@@ -28,6 +28,7 @@ from detection_api.geo.types import (
     NoGroundIntersection,
 )
 from detection_api.model import parse_detection
+from test_hostile_geometry import assert_sound, domain_intrinsics, domain_poses, domain_sigmas
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "detection.json"
 CAMERA = Intrinsics(focal_px=1000.0, width_px=1920.0, height_px=1080.0, cx_px=960.0, cy_px=540.0)
@@ -223,3 +224,37 @@ def test_a_detections_row_is_the_row_of_its_geometry_inputs() -> None:
     defaults = parse_detection(payload)  # bbox bottom-centre, principal point, default sigmas
     for det in (given, defaults):
         assert det.geometry_row() == row_of(det.geometry_inputs())
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    st.lists(
+        st.tuples(
+            domain_poses,
+            domain_intrinsics,
+            st.floats(-1e5, 1e5),
+            st.floats(-1e5, 1e5),
+            domain_sigmas,
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.floats(1e-3, 1e300),
+)
+def test_hostile_numbers_inside_the_domain_give_the_scalar_outcome(
+    entries: list[LocateInput], max_range_m: float
+) -> None:
+    # Anywhere in locate()'s numeric domain (grazing rays, 10,000 km high cameras, huge sigmas):
+    # the same refusal, or a sound answer within round-off of the scalar one.
+    for batch, entry in zip(locate_many(entries, max_range_m=max_range_m), entries, strict=True):
+        scalar = scalar_outcome(entry, max_range_m=max_range_m)
+        if isinstance(scalar, GeolocationError):
+            assert isinstance(batch, GeolocationError)
+            assert batch.reason == scalar.reason
+            continue
+        assert isinstance(batch, Geolocation)
+        assert_sound(batch)
+        assert batch.lat_deg == pytest.approx(scalar.lat_deg, abs=1e-7)
+        assert math.remainder(batch.lon_deg - scalar.lon_deg, 360.0) == pytest.approx(0, abs=1e-7)
+        assert batch.slant_range_m == pytest.approx(scalar.slant_range_m, rel=1e-6, abs=1e-6)
+        assert batch.ce90_m == pytest.approx(scalar.ce90_m, rel=1e-6, abs=1e-6)
