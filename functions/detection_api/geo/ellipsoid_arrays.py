@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from detection_api.geo.ellipsoid import FLATTENING, SEMI_MAJOR_AXIS_M, SEMI_MINOR_AXIS_M
+from detection_api.geo.ellipsoid import FLATTENING, SEMI_MAJOR_AXIS_M, vincenty_length_m
 
 Floats = NDArray[np.float64]
 Bools = NDArray[np.bool_]
@@ -116,26 +116,6 @@ def geodesic_distance_m(
             if converged.all():
                 break
 
-    b = SEMI_MINOR_AXIS_M
-    u_sq = cos2_alpha * (_A2 - b * b) / (b * b)
-    big_a = 1.0 + u_sq / 16384.0 * (4096.0 + u_sq * (-768.0 + u_sq * (320.0 - 175.0 * u_sq)))
-    big_b = u_sq / 1024.0 * (256.0 + u_sq * (-128.0 + u_sq * (74.0 - 47.0 * u_sq)))
-    delta_sigma = (
-        big_b
-        * sin_sigma
-        * (
-            cos_2sigma_m
-            + big_b
-            / 4.0
-            * (
-                cos_sigma * (-1.0 + 2.0 * cos_2sigma_m**2)
-                - big_b
-                / 6.0
-                * cos_2sigma_m
-                * (-3.0 + 4.0 * sin_sigma**2)
-                * (-3.0 + 4.0 * cos_2sigma_m**2)
-            )
-        )
-    )
-    distance = np.where(coincident, 0.0, b * big_a * (sigma - delta_sigma))
+    length = vincenty_length_m(cos2_alpha, sin_sigma, cos_sigma, sigma, cos_2sigma_m)
+    distance = np.where(coincident, 0.0, length)
     return distance, converged

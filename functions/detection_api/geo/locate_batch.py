@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from detection_api.geo.camera import axes_from_trig
 from detection_api.geo.ellipsoid_arrays import (
     Floats,
     geodesic_distance_m,
@@ -50,6 +51,7 @@ from detection_api.geo.uncertainty import (
     CE90_PER_SIGMA_CIRCULAR,
     LE90_PER_SIGMA,
     ce90_per_major_sigma_table,
+    lagrange4,
 )
 
 _STEPS_PER_UNIT, _CE90_TABLE = ce90_per_major_sigma_table()
@@ -203,19 +205,7 @@ def locate_vectorised(
         camera_height = ground + above_ground
         h, p, r = np.radians(heading), np.radians(pitch), np.radians(roll)
         sh, ch, sp, cp, sr, cr = np.sin(h), np.cos(h), np.sin(p), np.cos(p), np.sin(r), np.cos(r)
-        forward = (sh * cp, ch * cp, sp)
-        level_right = (ch, -sh)
-        level_down = (sp * sh, sp * ch, -cp)
-        right = (
-            cr * level_right[0] + sr * level_down[0],
-            cr * level_right[1] + sr * level_down[1],
-            sr * level_down[2],
-        )
-        down = (
-            -sr * level_right[0] + cr * level_down[0],
-            -sr * level_right[1] + cr * level_down[1],
-            cr * level_down[2],
-        )
+        forward, right, down, level_right, level_down = axes_from_trig((sh, ch), (sp, cp), (sr, cr))
         a, b = (px - cx) / focal, (py - cy) / focal
         ok &= np.maximum(np.abs(a), np.abs(b)) <= MAX_AXIS_OFFSET
         ray = tuple(forward[k] + a * right[k] + b * down[k] for k in range(3))
@@ -352,11 +342,4 @@ def _ce90_per_major_sigma(ratio: Floats) -> Floats:
     x = np.nan_to_num(ratio) * _STEPS_PER_UNIT
     i = np.minimum(x.astype(np.int64), _STEPS_PER_UNIT - 1)
     t = x - i
-    g_before, g0 = _TABLE[np.abs(i - 1)], _TABLE[i]
-    g1, g2 = _TABLE[i + 1], _TABLE[i + 2]
-    return (
-        -t * (t - 1.0) * (t - 2.0) / 6.0 * g_before
-        + (t + 1.0) * (t - 1.0) * (t - 2.0) / 2.0 * g0
-        - (t + 1.0) * t * (t - 2.0) / 2.0 * g1
-        + (t + 1.0) * t * (t - 1.0) / 6.0 * g2
-    )
+    return lagrange4(t, _TABLE[np.abs(i - 1)], _TABLE[i], _TABLE[i + 1], _TABLE[i + 2])
