@@ -10,7 +10,8 @@ from __future__ import annotations
 import timeit
 from collections.abc import Callable
 
-from detection_api.geo.locate import locate, solve_ground_hit
+from detection_api.geo.locate import DEFAULT_SIGMAS, locate, solve_ground_hit
+from detection_api.geo.locate_batch import locate_many
 from detection_api.geo.types import CameraPose, Intrinsics
 
 POSE = CameraPose(
@@ -29,13 +30,21 @@ def best_microseconds(call: Callable[[], object], number: int = 5000, repeat: in
     return min(timeit.repeat(call, number=number, repeat=repeat)) / number * 1e6
 
 
+BATCH = [(POSE, CAMERA, 20.0 + 19.0 * i, 560.0 + 5.0 * i, DEFAULT_SIGMAS) for i in range(100)]
+
+
 def measure_locate(number: int = 5000, repeat: int = 7) -> dict[str, float]:
-    """Microseconds per call of locate(), its geometry half, and the pymap3d baseline."""
+    """Microseconds per call of locate(), its geometry half, per detection of locate_many() over
+    100 pixels, and the pymap3d baseline."""
     figures = {
         "locate_us": best_microseconds(lambda: locate(POSE, CAMERA, 1200.0, 700.0), number, repeat),
         "geometry_only_us": best_microseconds(
             lambda: solve_ground_hit(POSE, CAMERA, 1200.0, 700.0), number, repeat
         ),
+        "locate_many_per_detection_us": best_microseconds(
+            lambda: locate_many(BATCH), max(number // 100, 1), repeat
+        )
+        / len(BATCH),
     }
     try:
         import pymap3d
@@ -52,4 +61,4 @@ def measure_locate(number: int = 5000, repeat: int = 7) -> dict[str, float]:
 
 if __name__ == "__main__":
     for name, value in measure_locate().items():
-        print(f"{name:24s} {value:8.2f}")
+        print(f"{name:30s} {value:8.2f}")

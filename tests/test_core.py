@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,13 @@ from typing import Any
 import pymap3d
 import pytest
 
-from detection_api.core import CoreConfig, geolocation_as_dict, process_detection
+from detection_api.core import (
+    BATCH_MIN,
+    CoreConfig,
+    geolocation_as_dict,
+    process_detection,
+    process_detections,
+)
 from detection_api.cot import DEFAULT_TYPE_MAP, DETAIL_ELEMENT
 from detection_api.geo.types import ConfidenceFlag, GeolocationError, NoGroundIntersection
 from detection_api.model import Detection, parse_detection
@@ -277,3 +284,87 @@ def test_processing_is_repeatable() -> None:
         det, CoreConfig(), record_id=RECORD, detection_id="det-1", now=NOW + timedelta(seconds=1)
     )
     assert later.geolocation == run(det).geolocation
+
+
+# --- a request's detections in one pass --------------------------------------------------------
+
+
+def _varied_detections(count: int) -> list[Detection]:
+    detections = []
+    for i in range(count):
+        data = example()
+        data.update(pixel_x=100.0 + (i * 37) % 1700, pixel_y=600.0 + (i * 13) % 400)
+        data["detection_id"] = f"d-{i}"
+        if i % 3 == 0:
+            data["track_id"] = i
+        data["sensor_metadata"].update(heading=(i * 29) % 360, roll=(i % 7) - 3.0)
+        detections.append(parse_detection(data, now=NOW))
+    return detections
+
+
+@pytest.mark.parametrize("count", [1, BATCH_MIN - 1, BATCH_MIN, 3 * BATCH_MIN])
+def test_processing_a_list_gives_what_each_detection_gives_alone(count: int) -> None:
+    detections = _varied_detections(count)
+    # one looks at the sky: its error takes its place, the others are still processed
+    detections[-1] = detection(pitch=20.0)
+    record_ids = [f"{i:032x}" for i in range(count)]
+    detection_ids = [f"det-{i}" for i in range(count)]
+    producers = [None if i % 2 else f"producer-{i}" for i in range(count)]
+    results = process_detections(
+        detections,
+        CoreConfig(),
+        record_ids=record_ids,
+        detection_ids=detection_ids,
+        producers=producers,
+        now=NOW,
+    )
+    assert len(results) == count
+    for i, (det, result) in enumerate(zip(detections, results, strict=True)):
+        try:
+            alone = process_detection(
+                det,
+                CoreConfig(),
+                record_id=record_ids[i],
+                detection_id=detection_ids[i],
+                now=NOW,
+                producer=producers[i],
+            )
+        except GeolocationError as exc:
+            assert isinstance(result, GeolocationError)
+            assert result.reason == exc.reason == NoGroundIntersection.ABOVE_HORIZON
+            continue
+        assert not isinstance(result, GeolocationError)
+        assert (result.record_id, result.detection_id, result.uid, result.cot_type) == (
+            alone.record_id,
+            alone.detection_id,
+            alone.uid,
+            alone.cot_type,
+        )
+        assert result.geolocation.lat_deg == pytest.approx(alone.geolocation.lat_deg, abs=1e-9)
+        assert result.geolocation.lon_deg == pytest.approx(alone.geolocation.lon_deg, abs=1e-9)
+        assert result.geolocation.ce90_m == pytest.approx(alone.geolocation.ce90_m, abs=1e-6)
+        assert result.geolocation.flag == alone.geolocation.flag
+        # the same event, but for a last-digit rounding of numbers equal to 1e-9
+        assert re.sub(r"\d+\.\d+", "#", result.cot_xml) == re.sub(r"\d+\.\d+", "#", alone.cot_xml)
+        assert result.generated_at == alone.generated_at == NOW
+
+
+def test_processing_a_list_with_non_ground_references_or_a_dem_falls_back_per_detection() -> None:
+    detections = _varied_detections(BATCH_MIN)
+    data = example()
+    data["sensor_metadata"].update(altitude_reference="ellipsoid", location_elevation=297.0)
+    detections[0] = parse_detection(data, now=NOW)
+    results = process_detections(
+        detections,
+        CoreConfig(),
+        record_ids=[RECORD] * BATCH_MIN,
+        detection_ids=["d"] * BATCH_MIN,
+        now=NOW,
+    )
+    alone = run(detections[0])
+    first = results[0]
+    assert not isinstance(first, GeolocationError)
+    assert (first.geolocation.lat_deg, first.geolocation.lon_deg) == (
+        alone.geolocation.lat_deg,
+        alone.geolocation.lon_deg,
+    )

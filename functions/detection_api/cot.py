@@ -31,8 +31,10 @@ Event shape::
   for non-standard detail elements such as ``__group``). Attributes that have no value are left
   out. ``confidence`` is 0..1; lengths are metres.
 - The output has no XML declaration (events are concatenated on a TAK stream). Every text and
-  attribute value has the characters XML 1.0 forbids removed; ElementTree escapes the rest, so
-  ``& < > "`` never reach a TAK parser raw.
+  attribute value has the characters XML 1.0 forbids removed, then is escaped (``xml.sax.saxutils``
+  with ElementTree's attribute entities), so ``& < > "`` never reach a TAK parser raw. The
+  detection event is written from a template, byte-for-byte what ElementTree serialises for the
+  same tree (five times cheaper; issue 12); the ping is still built with ElementTree.
 
 CoT type by object class (unknown affiliation ``a-u`` until a human confirms; classes are matched
 case-insensitively, with ``_``/``-``/runs of spaces treated as one space). ``COT_TYPE_MAP`` (a JSON
@@ -57,6 +59,7 @@ weapon                                         a-u-G-E-W           ground weapon
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -66,6 +69,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
+from xml.sax.saxutils import escape as _escape  # nosec B406 # escapes text; parses nothing
 
 from detection_api.geo.types import Geolocation
 
@@ -125,6 +129,11 @@ _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010fff
 # something else on a TAK client ("Trojan Source"-style spoofing of a callsign).
 _NOT_LABEL_CHAR = re.compile("[\x80-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _UID_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
+# What ElementTree escapes in an attribute (the superset of what it escapes in text).
+_NEEDS_ESCAPE = re.compile(r'[&<>"\r\n\t]')
+# Printable ASCII but the escaped characters: a value XML can carry as it is (the fast path).
+_PLAIN = re.compile(r"[ !#-%\'-;=?-~]*\Z")
+_ATTRIBUTE_ENTITIES = {'"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#09;"}
 _PRODUCER_TAG_CHARS = 12
 _MAX_UID_PART = 128
 _MAX_CALLSIGN = 64
@@ -134,6 +143,7 @@ _CALLSIGN_ID_CHARS = 6
 # --- class -> type ------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # a site sees a few dozen classes, in every request
 def normalise_class(object_class: str) -> str:
     """The map key of a class: case-folded, ``_``/``-``/whitespace runs as one space."""
     return _CLASS_SEPARATORS.sub(" ", object_class).strip().casefold()
@@ -216,6 +226,7 @@ def detection_uid(
     return f"{UID_PREFIX}.{_uid_part(record_id)}"
 
 
+@functools.lru_cache(maxsize=1024)  # a request's events share times: generation, capture, stale
 def cot_time(moment: datetime) -> str:
     """UTC RFC 3339 with ``Z`` and milliseconds (truncated), e.g. 2026-11-27T02:40:16.123Z."""
     if moment.tzinfo is None:
@@ -273,9 +284,29 @@ def _event_uid(uid: str) -> str:
     return safe
 
 
-def _optional(attributes: dict[str, str | None]) -> dict[str, str]:
-    """The attributes that have a value, made XML-safe (only producer text can need it)."""
-    return {name: xml_safe(value) for name, value in attributes.items() if value is not None}
+def _attr(value: str) -> str:
+    """An attribute value escaped exactly as ElementTree escapes it (``& < > "`` and the
+    whitespace characters that attribute-value normalisation would otherwise turn into spaces)."""
+    if _NEEDS_ESCAPE.search(value) is None:  # fast path: most values need nothing
+        return value
+    return _escape(value, _ATTRIBUTE_ENTITIES)
+
+
+def _safe_attr(value: str) -> str:
+    """``_attr(xml_safe(value))``, with one check for the common value that needs neither."""
+    if _PLAIN.match(value) is not None:
+        return value
+    return _attr(xml_safe(value))
+
+
+def _text(value: str) -> str:
+    """Character data escaped exactly as ElementTree escapes it (``& < >``)."""
+    return _escape(value) if _NEEDS_ESCAPE.search(value) else value
+
+
+def _optional_attr(name: str, value: str | None) -> str:
+    """`` name="value"`` (XML-safe, escaped) when there is a value, else nothing."""
+    return "" if value is None else f' {name}="{_safe_attr(value)}"'
 
 
 def build_detection_event(
@@ -288,7 +319,14 @@ def build_detection_event(
     captured_at: datetime,
     stale_seconds: int = 300,
 ) -> str:
-    """The CoT event of one geolocated detection, as an XML string without declaration."""
+    """The CoT event of one geolocated detection, as an XML string without declaration.
+
+    Written from a template: every producer-supplied value first loses what XML 1.0 cannot carry
+    (``xml_safe``/``label_safe``), then is escaped (``_attr``/``_text``); numbers are fixed-point
+    f-strings and the CoT type is checked against its pattern, so neither can need escaping. The
+    output is byte-for-byte what ElementTree produced for the same tree (tests/test_cot_template.py
+    compares the two), at a fifth of the cost.
+    """
     if not _COT_TYPE.match(cot_type):
         raise ValueError(f"not a CoT type: {cot_type!r}")
     event_uid = _event_uid(uid)
@@ -307,64 +345,35 @@ def build_detection_event(
         facts.ai_confidence,
     )
     stale = max(generated_at, captured_at) + timedelta(seconds=stale_seconds)
-    # One attribute dict per element: ElementTree keeps the order, and it is the fast path
-    # (this function is most of the per-detection cost after the geometry).
-    event = ET.Element(
-        "event",
-        {
-            "version": COT_VERSION,
-            "uid": event_uid,
-            "type": cot_type,
-            "time": cot_time(generated_at),
-            "start": cot_time(captured_at),
-            "stale": cot_time(stale),
-            "how": HOW_MACHINE_IMAGERY,
-        },
-    )
-    ET.SubElement(
-        event,
-        "point",
-        {
-            "lat": f"{geo.lat_deg:.7f}",
-            "lon": f"{geo.lon_deg:.7f}",
-            "hae": f"{geo.hae_m:.2f}",
-            "ce": f"{ce:.2f}",
-            "le": f"{le:.2f}",
-        },
-    )
-    detail = ET.SubElement(event, "detail")
-    ET.SubElement(detail, "contact", {"callsign": label_safe(_callsign(facts))})
-    ET.SubElement(detail, "remarks").text = label_safe(_remarks(facts, geo))
     sensor = label_safe(facts.camera_id or facts.source or "")
-    if sensor.strip():
-        ET.SubElement(detail, "link", {"uid": sensor, "type": SENSOR_LINK_TYPE, "relation": "p-p"})
-    ET.SubElement(
-        detail,
-        DETAIL_ELEMENT,
-        {
-            "id": xml_safe(facts.detection_id),
-            "record": xml_safe(facts.record_id),
-            "class": xml_safe(facts.object_class),
-            "confidence": f"{facts.ai_confidence:.3f}",
-            "ce90": f"{geo.ce90_m:.2f}",
-            "le90": f"{geo.le90_m:.2f}",
-            "flag": geo.flag.value,
-            **_optional(
-                {
-                    "camera": facts.camera_id,
-                    "track": facts.track_id,
-                    "source": facts.source,
-                }
-            ),
-            "slant_range": f"{geo.slant_range_m:.2f}",
-            "ground_distance": f"{geo.ground_distance_m:.2f}",
-            **_optional({"image_sha256": facts.image_sha256}),
-            # which ground the hit lies on: the DEM (and its raster) or the flat ground plane
-            "terrain": geo.terrain.value,
-            **_optional({"dem": geo.dem, "terrain_note": geo.terrain_note}),
-        },
+    link = (
+        f'<link uid="{_attr(sensor)}" type="{SENSOR_LINK_TYPE}" relation="p-p" />'
+        if sensor.strip()
+        else ""
     )
-    return ET.tostring(event, encoding="unicode")
+    return (
+        f'<event version="{COT_VERSION}" uid="{_attr(event_uid)}" type="{cot_type}"'
+        f' time="{cot_time(generated_at)}" start="{cot_time(captured_at)}"'
+        f' stale="{cot_time(stale)}" how="{HOW_MACHINE_IMAGERY}">'
+        f'<point lat="{geo.lat_deg:.7f}" lon="{geo.lon_deg:.7f}" hae="{geo.hae_m:.2f}"'
+        f' ce="{ce:.2f}" le="{le:.2f}" />'
+        f'<detail><contact callsign="{_attr(label_safe(_callsign(facts)))}" />'
+        f"<remarks>{_text(label_safe(_remarks(facts, geo)))}</remarks>{link}"
+        f'<{DETAIL_ELEMENT} id="{_safe_attr(facts.detection_id)}"'
+        f' record="{_safe_attr(facts.record_id)}"'
+        f' class="{_safe_attr(facts.object_class)}"'
+        f' confidence="{facts.ai_confidence:.3f}" ce90="{geo.ce90_m:.2f}"'
+        f' le90="{geo.le90_m:.2f}" flag="{geo.flag.value}"'
+        f"{_optional_attr('camera', facts.camera_id)}"
+        f"{_optional_attr('track', facts.track_id)}"
+        f"{_optional_attr('source', facts.source)}"
+        f' slant_range="{geo.slant_range_m:.2f}" ground_distance="{geo.ground_distance_m:.2f}"'
+        f"{_optional_attr('image_sha256', facts.image_sha256)}"
+        # which ground the hit lies on: the DEM (and its raster) or the flat ground plane
+        f' terrain="{geo.terrain.value}"'
+        f"{_optional_attr('dem', geo.dem)}{_optional_attr('terrain_note', geo.terrain_note)}"
+        " /></detail></event>"
+    )
 
 
 def build_ping(uid: str, now: datetime, *, stale_seconds: int = 60) -> bytes:

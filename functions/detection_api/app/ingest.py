@@ -31,7 +31,7 @@ from detection_api.alerts.notify import (
 from detection_api.app import problems
 from detection_api.app.problems import Problem
 from detection_api.app.submissions import Outcome, Submission, check_repeats, stored_outcomes
-from detection_api.core import CoreConfig, geolocation_as_dict, process_detection
+from detection_api.core import CoreConfig, geolocation_as_dict, process_detections
 from detection_api.geo.types import GeolocationError
 from detection_api.model import Detection, parse_detection
 from detection_api.settings import Settings
@@ -205,20 +205,24 @@ class Ingestor:
         now = datetime.now(UTC)
         errors: list[dict[str, Any]] = []
         out: dict[int, tuple[Outcome, dict[str, Any]]] = {}
-        for i, (det, sub) in enumerate(zip(detections, submissions, strict=True)):
-            detection_id = det.detection_id or sub.event_id or record_ids[i]
-            try:
-                result = process_detection(
-                    det,
-                    self.core,
-                    record_id=record_ids[i],
-                    detection_id=detection_id,
-                    now=now,
-                    producer=sub.producer,
-                )
-            except GeolocationError as exc:
+        detection_ids = [
+            det.detection_id or sub.event_id or record_ids[i]
+            for i, (det, sub) in enumerate(zip(detections, submissions, strict=True))
+        ]
+        # One pass over the request: its detections are located together (core.process_detections).
+        results = process_detections(
+            detections,
+            self.core,
+            record_ids=record_ids,
+            detection_ids=detection_ids,
+            producers=[sub.producer for sub in submissions],
+            now=now,
+        )
+        for i, (det, sub, result) in enumerate(zip(detections, submissions, results, strict=True)):
+            detection_id = detection_ids[i]
+            if isinstance(result, GeolocationError):
                 path = problems.field_path(("sensor_metadata",), (i,) if batch else ())
-                errors.append({"path": path, "message": str(exc), "reason": exc.reason.value})
+                errors.append({"path": path, "message": str(result), "reason": result.reason.value})
                 continue
             geolocation = geolocation_as_dict(result.geolocation)
             filter_reason = self._filter_reason(det, geolocation)

@@ -25,10 +25,10 @@ from detection_api.core import (
     CoreConfig,
     ProcessedDetection,
     geolocation_as_dict,
-    process_detection,
+    process_detections,
 )
 from detection_api.geo.types import GeolocationError
-from detection_api.model import detection_json_schema, parse_detection
+from detection_api.model import Detection, detection_json_schema, parse_detection
 from detection_api.settings import ConfigError, load_settings
 
 EXIT_INVALID = 2
@@ -80,32 +80,41 @@ def _record_id(detection_id: str | None, source: str | None) -> str:
 def _process_all(payload: Any, config: CoreConfig) -> list[ProcessedDetection]:
     items = payload if isinstance(payload, list) else [payload]
     is_list = isinstance(payload, list)
-    errors: list[str] = []
-    results: list[ProcessedDetection] = []
+    errors: list[tuple[int, str]] = []  # (item index, line): reported in input order
+    valid: list[tuple[int, Detection]] = []
     for index, item in enumerate(items):
         prefix = f"detection[{index}]" if is_list else ""
         if not isinstance(item, dict):
-            errors.append(f"{prefix or 'detection'}: must be a JSON object")
+            errors.append((index, f"{prefix or 'detection'}: must be a JSON object"))
             continue
         try:
-            det = parse_detection(item, max_image_bytes=config.max_image_bytes)
+            valid.append((index, parse_detection(item, max_image_bytes=config.max_image_bytes)))
         except ValidationError as exc:
             errors.extend(
-                f"{_field_path(prefix, tuple(e['loc']))}: {_message(e)}"
+                (index, f"{_field_path(prefix, tuple(e['loc']))}: {_message(e)}")
                 for e in exc.errors(include_url=False)
             )
-            continue
-        record_id = _record_id(det.detection_id, det.source)
-        try:
-            results.append(
-                process_detection(
-                    det, config, record_id=record_id, detection_id=det.detection_id or record_id
-                )
-            )
-        except GeolocationError as exc:
-            errors.append(f"{prefix or 'detection'}: geometry impossible: {exc}")
+    detections = [det for _, det in valid]
+    record_ids = [_record_id(det.detection_id, det.source) for det in detections]
+    outcomes = process_detections(
+        detections,
+        config,
+        record_ids=record_ids,
+        detection_ids=[
+            det.detection_id or record_id
+            for det, record_id in zip(detections, record_ids, strict=True)
+        ],
+    )
+    results: list[ProcessedDetection] = []
+    for (index, _), outcome in zip(valid, outcomes, strict=True):
+        if isinstance(outcome, GeolocationError):
+            prefix = f"detection[{index}]" if is_list else "detection"
+            errors.append((index, f"{prefix}: geometry impossible: {outcome}"))
+        else:
+            results.append(outcome)
     if errors:
-        raise InputError(errors)
+        errors.sort(key=lambda error: error[0])  # stable: an item's own lines keep their order
+        raise InputError([line for _, line in errors])
     return results
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from detection_api.geo.ellipsoid import Vec3
+from detection_api.geo.ellipsoid import Real, Vec3
 
 
 class CameraAxes(NamedTuple):
@@ -59,9 +59,19 @@ def camera_axes(heading_rad: float, pitch_rad: float, roll_rad: float) -> Camera
     sh, ch = math.sin(heading_rad), math.cos(heading_rad)
     sp, cp = math.sin(pitch_rad), math.cos(pitch_rad)
     sr, cr = math.sin(roll_rad), math.cos(roll_rad)
-    forward = (sh * cp, ch * cp, sp)
+    forward, right, down, level_right, level_down = axes_from_trig((sh, ch), (sp, cp), (sr, cr))
+    return CameraAxes(forward, right, down, level_right, level_down, sh, ch, sp, cp, sr, cr)
+
+
+def axes_from_trig(
+    heading: tuple[Real, Real], pitch: tuple[Real, Real], roll: tuple[Real, Real]
+) -> tuple[tuple[Real, Real, Real], ...]:
+    """(forward, right, down, level right, level down) from the (sine, cosine) of heading,
+    pitch and roll. Plain arithmetic: geo/locate_batch.py passes numpy arrays."""
+    (sh, ch), (sp, cp), (sr, cr) = heading, pitch, roll
     level_right = (ch, -sh, 0.0)
     level_down = (sp * sh, sp * ch, -cp)
+    forward = (sh * cp, ch * cp, sp)
     right = (
         cr * level_right[0] + sr * level_down[0],
         cr * level_right[1] + sr * level_down[1],
@@ -72,7 +82,7 @@ def camera_axes(heading_rad: float, pitch_rad: float, roll_rad: float) -> Camera
         -sr * level_right[1] + cr * level_down[1],
         cr * level_down[2],
     )
-    return CameraAxes(forward, right, down, level_right, level_down, sh, ch, sp, cp, sr, cr)
+    return forward, right, down, level_right, level_down
 
 
 def image_plane_offsets(

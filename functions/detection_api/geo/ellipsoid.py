@@ -17,9 +17,12 @@ Accuracy:
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 Vec3 = tuple[float, float, float]
+# A float, or (in geo/*_arrays.py and geo/locate_batch.py) a numpy array of them: the formulas
+# written as plain arithmetic serve both.
+Real = TypeVar("Real")
 
 SEMI_MAJOR_AXIS_M = 6_378_137.0
 FLATTENING = 1.0 / 298.257223563
@@ -163,6 +166,14 @@ def geodesic_distance_m(
     else:
         raise ArithmeticError("Vincenty inverse did not converge (nearly antipodal points)")
 
+    return vincenty_length_m(cos2_alpha, sin_sigma, cos_sigma, sigma, cos_2sigma_m)
+
+
+def vincenty_length_m(
+    cos2_alpha: Real, sin_sigma: Real, cos_sigma: Real, sigma: Real, cos_2sigma_m: Real
+) -> Real:
+    """The closing series of Vincenty's inverse: the geodesic's length from the converged
+    auxiliary-sphere quantities. Plain arithmetic, so geo/ellipsoid_arrays.py passes arrays."""
     b = SEMI_MINOR_AXIS_M
     u_sq = cos2_alpha * (_A2 - b * b) / (b * b)
     big_a = 1.0 + u_sq / 16384.0 * (4096.0 + u_sq * (-768.0 + u_sq * (320.0 - 175.0 * u_sq)))

@@ -53,7 +53,7 @@ import math
 from statistics import NormalDist
 
 from detection_api.geo.camera import RayPartials
-from detection_api.geo.ellipsoid import EnuFrame, Vec3
+from detection_api.geo.ellipsoid import EnuFrame, Real, Vec3
 from detection_api.geo.types import ConfidenceFlag, InputSigmas
 
 CE90_PER_SIGMA_CIRCULAR = 2.1460  # CoT ce = ce90 / 2.1460 (contract constant)
@@ -270,6 +270,11 @@ def _build_table() -> tuple[float, ...]:
 _CE90_PER_MAJOR_SIGMA_TABLE = _build_table()
 
 
+def ce90_per_major_sigma_table() -> tuple[int, tuple[float, ...]]:
+    """(nodes per unit of axis ratio, ce90 / sigma_major at each node): for array twins."""
+    return _TABLE_STEPS_PER_UNIT, _CE90_PER_MAJOR_SIGMA_TABLE
+
+
 def _ce90_per_major_sigma(ratio: float) -> float:
     """ce90 / sigma_major for sigma_minor / sigma_major = ratio in [0, 1], 4-point Lagrange."""
     table = _CE90_PER_MAJOR_SIGMA_TABLE
@@ -277,7 +282,12 @@ def _ce90_per_major_sigma(ratio: float) -> float:
     i = min(int(x), _TABLE_STEPS_PER_UNIT - 1)
     t = x - i
     # g is even in the ratio (only its square enters), so node -1 mirrors node 1
-    g_before, g0, g1, g2 = table[abs(i - 1)], table[i], table[i + 1], table[i + 2]
+    return lagrange4(t, table[abs(i - 1)], table[i], table[i + 1], table[i + 2])
+
+
+def lagrange4(t: Real, g_before: Real, g0: Real, g1: Real, g2: Real) -> Real:
+    """Cubic Lagrange interpolation at t in [0, 1) through nodes -1, 0, 1, 2 (plain arithmetic:
+    geo/locate_batch.py passes numpy arrays)."""
     return (
         -t * (t - 1.0) * (t - 2.0) / 6.0 * g_before
         + (t + 1.0) * (t - 1.0) * (t - 2.0) / 2.0 * g0

@@ -1,0 +1,252 @@
+"""The detection: what was seen, where in the image, the camera that saw it; parsing and schema."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any, NamedTuple
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from detection_api.geo.locate import DEFAULT_SIGMAS
+from detection_api.geo.types import CameraPose, InputSigmas, Intrinsics
+from detection_api.model.fields import (
+    DATA_URL_PREFIX,
+    DEFAULT_MAX_IMAGE_BYTES,
+    DETECTION_SCHEMA_ID,
+    EARLIEST_TIMESTAMP,
+    MAX_CLASS_LENGTH,
+    MAX_FUTURE_SKEW,
+    NO_CONTROL_CHARS,
+    Finite,
+    Identifier,
+    Text,
+    Timestamp,
+    context_value,
+    invalid,
+    not_blank,
+    outside_image,
+)
+from detection_api.model.sensor import SensorMetadata
+
+
+class GeometryInputs(NamedTuple):
+    """Arguments of ``geo.locate.locate`` for one detection."""
+
+    pose: CameraPose
+    intrinsics: Intrinsics
+    pixel_x: float
+    pixel_y: float
+    sigmas: InputSigmas
+
+
+class Detection(BaseModel):
+    """One detection: what was seen, where in the image, and the camera that saw it."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        frozen=True,
+        title="Detection",
+        json_schema_extra={
+            "anyOf": [
+                {
+                    "required": ["pixel_x", "pixel_y"],
+                    "properties": {"pixel_x": {"type": "number"}, "pixel_y": {"type": "number"}},
+                },
+                {"required": ["bbox"], "properties": {"bbox": {"type": "array"}}},
+            ],
+        },
+    )
+
+    object_class: Annotated[
+        str,
+        Field(min_length=1, max_length=MAX_CLASS_LENGTH, pattern=NO_CONTROL_CHARS),
+        AfterValidator(not_blank),
+    ]
+    ai_confidence: Annotated[Finite, Field(ge=0.0, le=1.0)]
+    timestamp: Annotated[Timestamp, Field(description="capture time, RFC 3339 with offset")]
+    source: Text | None = None
+    camera_id: Identifier | None = None
+    track_id: Identifier | None = Field(
+        default=None, description="producer's tracker id: one CoT uid per camera + track"
+    )
+    detection_id: Identifier | None = None
+    image_sha256: str | None = Field(
+        default=None,
+        validation_alias="image_base64",
+        description="base64 image (size-capped); only its SHA-256 is kept",
+        json_schema_extra={"contentEncoding": "base64"},
+    )
+    # sensor_metadata precedes bbox and pixel: their validators check them against the image size.
+    sensor_metadata: SensorMetadata
+    bbox: (
+        Annotated[
+            tuple[Finite, Finite, Finite, Finite],
+            Field(description="[x_min, y_min, x_max, y_max], pixels"),
+        ]
+        | None
+    ) = None
+    pixel_x: Annotated[Finite, Field(ge=0.0)] | None = Field(default=None, validate_default=True)
+    pixel_y: Annotated[Finite, Field(ge=0.0)] | None = Field(default=None, validate_default=True)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _plausible_time(cls, value: datetime, info: ValidationInfo) -> datetime:
+        # Year-1 times would also overflow the UTC conversion of the CoT times.
+        if value < EARLIEST_TIMESTAMP:
+            raise invalid("timestamp_past", "is before 1970-01-01T00:00:00Z")
+        now = context_value(info, "now") or datetime.now(UTC)
+        if value > now + MAX_FUTURE_SKEW:
+            raise invalid(
+                "timestamp_future",
+                "is more than {hours} h in the future",
+                hours=round(MAX_FUTURE_SKEW.total_seconds() / 3600),
+            )
+        return value
+
+    @field_validator("image_sha256", mode="before")
+    @classmethod
+    def _digest_image(cls, value: Any, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise invalid("image_type", "must be a base64 string")
+        cap = context_value(info, "max_image_bytes")
+        cap = DEFAULT_MAX_IMAGE_BYTES if cap is None else int(cap)
+        text = DATA_URL_PREFIX.sub("", value, count=1)
+        # Refuse before decoding: base64 carries 3 bytes per 4 characters.
+        if len(text) > 4 * math.ceil(cap / 3) + 4:
+            raise invalid("image_too_large", "image is larger than {cap} bytes", cap=cap)
+        try:
+            image = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid("image_base64", "is not valid base64") from None
+        if len(image) > cap:
+            raise invalid("image_too_large", "image is larger than {cap} bytes", cap=cap)
+        return hashlib.sha256(image).hexdigest()
+
+    @field_validator("bbox")
+    @classmethod
+    def _bbox_ordered_inside(
+        cls, value: tuple[float, float, float, float] | None, info: ValidationInfo
+    ) -> tuple[float, float, float, float] | None:
+        if value is None:
+            return None
+        x_min, y_min, x_max, y_max = value
+        if not (x_min < x_max and y_min < y_max):
+            raise invalid(
+                "bbox_order", "must be ordered [x_min, y_min, x_max, y_max] with min < max"
+            )
+        meta = info.data.get("sensor_metadata")
+        if meta is not None and (
+            x_min < 0 or y_min < 0 or x_max > meta.image_width or y_max > meta.image_height
+        ):
+            raise invalid(
+                "outside_image",
+                "must lie inside the image (0..{width}, 0..{height})",
+                width=meta.image_width,
+                height=meta.image_height,
+            )
+        return value
+
+    @field_validator("pixel_x", "pixel_y")
+    @classmethod
+    def _pixel_given_or_bbox(cls, value: float | None, info: ValidationInfo) -> float | None:
+        axis = info.field_name
+        data = info.data
+        # pixel_x is validated first; for pixel_y, "pixel_x" missing from data means it failed.
+        if axis == "pixel_y" and "pixel_x" in data and (data["pixel_x"] is None) != (value is None):
+            raise invalid("pixel_pair", "pixel_x and pixel_y must be given together")
+        if value is None:
+            if "bbox" in data and data["bbox"] is None:
+                raise invalid(
+                    "pixel_required", "{field} is required unless bbox is given", field=axis
+                )
+            return None
+        meta = data.get("sensor_metadata")
+        if meta is not None:
+            limit = meta.image_width if axis == "pixel_x" else meta.image_height
+            if value > limit:
+                raise outside_image(axis, limit)
+        return value
+
+    @property
+    def pixel(self) -> tuple[float, float]:
+        """The image point to locate: the given pixel, else the bottom-centre of the bbox."""
+        if self.pixel_x is not None and self.pixel_y is not None:
+            return self.pixel_x, self.pixel_y
+        if self.bbox is None:  # only reachable on an unvalidated (model_construct) copy
+            raise ValueError("detection has neither a pixel nor a bbox")
+        x_min, _, x_max, y_max = self.bbox
+        # Bottom-centre: where an object standing on the ground touches it.
+        return (x_min + x_max) / 2, y_max
+
+    def geometry_inputs(self, default_sigmas: InputSigmas = DEFAULT_SIGMAS) -> GeometryInputs:
+        """Everything ``geo.locate.locate`` needs, absent sigmas filled from the defaults."""
+        pixel_x, pixel_y = self.pixel
+        meta = self.sensor_metadata
+        return GeometryInputs(
+            pose=meta.pose(),
+            intrinsics=meta.intrinsics(),
+            pixel_x=pixel_x,
+            pixel_y=pixel_y,
+            sigmas=meta.sigmas(default_sigmas),
+        )
+
+    def geometry_row(self, default_sigmas: InputSigmas = DEFAULT_SIGMAS) -> tuple[float, ...]:
+        """``geometry_inputs`` as plain floats in ``geo.locate_batch.ROW_FIELDS`` order, for the
+        batch path (no value objects per detection)."""
+        pixel_x, pixel_y = self.pixel
+        meta = self.sensor_metadata
+        if meta.focal_length is None:  # only reachable on an unvalidated (model_construct) copy
+            raise ValueError("sensor_metadata has no focal length")
+        width, height = float(meta.image_width), float(meta.image_height)
+        d = default_sigmas
+        return (
+            meta.location_lat,
+            meta.location_lon,
+            meta.location_elevation,
+            meta.ground_elevation,
+            meta.heading,
+            meta.pitch,
+            meta.roll,
+            meta.focal_length,
+            width,
+            height,
+            width / 2 if meta.principal_x is None else meta.principal_x,
+            height / 2 if meta.principal_y is None else meta.principal_y,
+            pixel_x,
+            pixel_y,
+            d.position_m if meta.position_sigma_m is None else meta.position_sigma_m,
+            d.altitude_m if meta.altitude_sigma_m is None else meta.altitude_sigma_m,
+            d.heading_deg if meta.heading_sigma_deg is None else meta.heading_sigma_deg,
+            d.pitch_deg if meta.pitch_sigma_deg is None else meta.pitch_sigma_deg,
+            d.roll_deg if meta.roll_sigma_deg is None else meta.roll_sigma_deg,
+            d.pixel if meta.pixel_sigma is None else meta.pixel_sigma,
+        )
+
+
+def parse_detection(
+    data: Any,
+    *,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    now: datetime | None = None,
+) -> Detection:
+    """Validate one payload (a dict). Raises ``pydantic.ValidationError`` with field paths."""
+    context: dict[str, Any] = {"max_image_bytes": max_image_bytes}
+    if now is not None:
+        context["now"] = now
+    return Detection.model_validate(data, context=context)
+
+
+def detection_json_schema() -> dict[str, Any]:
+    """JSON Schema (2020-12) of the payload: the CloudEvent ``dataschema``."""
+    schema = Detection.model_json_schema(mode="validation")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": DETECTION_SCHEMA_ID,
+        **schema,
+    }

@@ -1,0 +1,129 @@
+"""Reusable pieces of the payload model: bounds, error helpers and annotated field types.
+
+Numbers are JSON numbers (no strings, no booleans) and finite; texts refuse control characters;
+identifiers are ``[A-Za-z0-9_.:-]`` (integers accepted as their decimal text); timestamps are
+RFC 3339 with an offset. Errors carry their own type and a plain message (no "Value error, ").
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BeforeValidator, Field, ValidationInfo, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+DEFAULT_MAX_IMAGE_BYTES = 262_144  # Settings.max_image_bytes default
+MAX_FUTURE_SKEW = timedelta(days=1)  # clock skew tolerated for a capture timestamp
+EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_IMAGE_SIDE_PX = 100_000
+# Lower bounds that keep the geometry well-conditioned (geo/locate.py's numeric domain): a camera
+# (nearly) on the ground sees it at a grazing angle whose error propagation overflows, and a focal
+# length of a few thousandths of a pixel is no lens. Both are far below any real camera.
+MIN_CAMERA_HEIGHT_M = 0.01
+# An ellipsoid- or geoid-referenced altitude may be negative (the Dead Sea shore is -430 m MSL).
+MIN_CAMERA_ALTITUDE_M = -1_000.0
+MIN_FOCAL_LENGTH_PX = 0.01
+MAX_FOCAL_LENGTH_PX = 1e7
+MAX_TEXT_LENGTH = 256
+MAX_CLASS_LENGTH = 64
+MAX_ID_LENGTH = 128
+# The `$id` of the JSON Schema, used as the CloudEvent `dataschema` attribute.
+DETECTION_SCHEMA_ID = "urn:detection-api:schema:detection:1"
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?$"
+)
+_HAS_OFFSET = re.compile(r"([Zz]|[+-]\d{2}:\d{2})$")
+DATA_URL_PREFIX = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,")
+_ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]*$"
+
+
+def invalid(error_type: str, message: str, **context: Any) -> PydanticCustomError:
+    """A validation error with its own type and a plain message (no "Value error, " prefix)."""
+    return PydanticCustomError(error_type, message, context or None)
+
+
+def outside_image(field: str, limit: int) -> PydanticCustomError:
+    message = "must be inside the image (0 ≤ {field} ≤ {limit})"
+    return invalid("outside_image", message, field=field, limit=limit)
+
+
+# --- reusable field types ----------------------------------------------------------------------
+
+
+def json_number(value: Any) -> Any:
+    # bool is an int subclass in Python; a JSON true is never a number.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise invalid("number_type", "must be a JSON number")
+    return value
+
+
+def id_text(value: Any) -> Any:
+    # Trackers commonly emit integer ids; accept them as their decimal text.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+# Finite float; ints are accepted, strings and booleans are not.
+Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+# Image side in pixels, given as a JSON number (1920 or 1920.0, never "1920" or true). The Field
+# goes before the BeforeValidator so that pydantic puts its bounds into the JSON Schema.
+ImageSide = Annotated[
+    int, Field(gt=0, le=MAX_IMAGE_SIDE_PX, description="pixels"), BeforeValidator(json_number)
+]
+Text = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_TEXT_LENGTH, pattern=NO_CONTROL_CHARS),
+]
+Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=_ID_PATTERN),
+    BeforeValidator(id_text),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_ID_LENGTH,
+                    "pattern": _ID_PATTERN,
+                },
+                {"type": "integer"},
+            ]
+        }
+    ),
+]
+Sigma = Annotated[Finite, Field(ge=0.0)]
+
+
+def check_timestamp_text(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise invalid("timestamp_type", "must be an RFC 3339 date-time string")
+    if not _RFC3339.match(value):
+        raise invalid(
+            "timestamp_format", "must be an RFC 3339 date-time, e.g. 2026-11-27T02:40:16.123Z"
+        )
+    if not _HAS_OFFSET.search(value):
+        raise invalid(
+            "timestamp_offset", "must carry a UTC offset (Z or ±hh:mm); naive times are ambiguous"
+        )
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(check_timestamp_text)]
+
+
+def not_blank(value: str) -> str:
+    stripped = value.strip()
+    if not stripped:
+        raise invalid("blank", "must not be blank")
+    return stripped
+
+
+def context_value(info: ValidationInfo, key: str) -> Any:
+    """A validation context entry (``max_image_bytes``, ``now``), None when absent."""
+    return info.context.get(key) if isinstance(info.context, dict) else None
