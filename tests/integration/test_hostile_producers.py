@@ -34,7 +34,7 @@ BATCH = "application/cloudevents-batch+json"
 
 
 def bearer(sub: str, scope: str = "detections:write detections:read") -> dict[str, str]:
-    claims = {"sub": sub, "scope": scope, "exp": int(time.time()) + 600}
+    claims = {"sub": sub, "scope": scope, "exp": int(time.time()) + 86_400}  # minted at import: outlive the suite
     return {"Authorization": "Bearer " + jwt.encode(claims, SECRET, algorithm="HS256")}
 
 
