@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TextIO
 
 from detection_api.auth import Scope, mint_token
+from detection_api.commands.stop_signal import StopSignal
 from detection_api.local.checkout import repo_root
 from detection_api.local.pki import ensure_pki
 from detection_api.local.ports import LOOPBACK, free_port, has_listener, is_listening
@@ -191,7 +192,7 @@ class LocalStack:
 
     # --- starting --------------------------------------------------------------------------------
 
-    def start(self, stop_requested: threading.Event) -> None:
+    def start(self, stop_requested: StopSignal) -> None:
         """Start every service in order and wait for each to be ready (or raise)."""
         config = self.config
         self._preflight()
@@ -343,7 +344,7 @@ class LocalStack:
         yield f"  detection-api send {example} --url {config.function_url}{token_arg}"
         yield "Ctrl-C (or SIGTERM) stops everything."
 
-    def supervise(self, stop_requested: threading.Event, poll: float = 0.2) -> int:
+    def supervise(self, stop_requested: StopSignal, poll: float = 0.2) -> int:
         """Watch the children until a stop is requested (0) or one of them dies (1)."""
         while not stop_requested.wait(poll):
             try:
@@ -387,35 +388,53 @@ class LocalStack:
 def run_stack(
     config: StackConfig,
     console: Console,
-    stop_requested: threading.Event,
+    stop_requested: StopSignal,
     on_ready: Callable[[LocalStack], None] | None = None,
 ) -> int:
     """Start the stack, print where things are and the ready line, supervise, stop; exit code."""
     os.umask(0o077)  # (inherited by every child: the AOF, logs and event logs are owner-only)
     with _exclusive(config.data_dir):
         stack = LocalStack(config, console)
+        code = 1
         try:
-            try:
-                stack.start(stop_requested)
-            except StopRequested:
-                console.say("detection-api up: stop requested while starting")
-                return 0
-            except (ProcessExited, TimeoutError, OSError, RuntimeError) as exc:
-                console.say(f"detection-api up: could not start the stack: {exc}")
-                return 1
-            for line in stack.describe():
-                console.say(line)
-            if on_ready is not None:
-                on_ready(stack)
-            console.say(READY_LINE)
-            return stack.supervise(stop_requested)
+            code = _start_and_supervise(stack, stop_requested, on_ready)
         except KeyboardInterrupt:  # a second Ctrl-C: no more grace
-            console.say("detection-api up: killing everything")
-            stack.kill()
-            return 130
+            code = _kill(stack)
         finally:
-            stack.stop()
+            try:
+                stack.stop()
+            except KeyboardInterrupt:  # the second Ctrl-C came while the children were stopping
+                code = _kill(stack)
             console.say("detection-api up: stopped")
+        return code
+
+
+def _start_and_supervise(
+    stack: LocalStack,
+    stop_requested: StopSignal,
+    on_ready: Callable[[LocalStack], None] | None,
+) -> int:
+    console = stack.console
+    try:
+        stack.start(stop_requested)
+    except StopRequested:
+        console.say("detection-api up: stop requested while starting")
+        return 0
+    except (ProcessExited, TimeoutError, OSError, RuntimeError) as exc:
+        console.say(f"detection-api up: could not start the stack: {exc}")
+        return 1
+    for line in stack.describe():
+        console.say(line)
+    if on_ready is not None:
+        on_ready(stack)
+    console.say(READY_LINE)
+    return stack.supervise(stop_requested)
+
+
+def _kill(stack: LocalStack) -> int:
+    stack.console.say("detection-api up: killing everything")
+    stack.kill()
+    return 130
 
 
 @contextlib.contextmanager
