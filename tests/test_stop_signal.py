@@ -18,7 +18,7 @@ import threading
 
 import pytest
 
-from detection_api.commands.stop_signal import StopSignal
+from detection_api.stop_signal import StopSignal
 
 # Prints one line per round: "<line events seen> <what wait() returned>", then "done".
 _HARNESS = textwrap.dedent(
@@ -58,7 +58,7 @@ _HARNESS = textwrap.dedent(
 
 def test_a_signal_at_any_line_of_wait_wakes_it_at_once() -> None:
     run = subprocess.run(
-        [sys.executable, "-c", _HARNESS, "detection_api.commands.stop_signal:StopSignal"],
+        [sys.executable, "-c", _HARNESS, "detection_api.stop_signal:StopSignal"],
         capture_output=True,
         text=True,
         check=False,

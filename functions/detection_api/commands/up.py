@@ -19,9 +19,11 @@ import argparse
 import signal
 from types import FrameType
 
-from detection_api.commands.stop_signal import StopSignal
-from detection_api.local.stack import Console, StackConfig, StackError, run_stack
+from detection_api.local.console import Console
+from detection_api.local.stack import run_stack
+from detection_api.local.stack_config import StackConfig, StackError
 from detection_api.settings import load_settings
+from detection_api.stop_signal import StopSignal
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 

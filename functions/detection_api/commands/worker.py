@@ -18,9 +18,9 @@ from redis import Redis
 
 from detection_api.alerts.notifier import Notifier
 from detection_api.alerts.notify import notify_queue
-from detection_api.commands.stop_signal import StopSignal
 from detection_api.logs import configure_logging
 from detection_api.settings import ConfigError, Settings, get_settings
+from detection_api.stop_signal import StopSignal
 from detection_api.tak.data_package import connection_settings
 from detection_api.tak.forwarder import Forwarder, ForwarderConfig
 from detection_api.tak.forwarder_metrics import ForwarderMetrics, MetricsServer
