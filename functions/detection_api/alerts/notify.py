@@ -2,8 +2,9 @@
 becomes one webhook message.
 
 Notifications never go out inline in a request. Producers (ingest, the TAK forwarder) add one rq job
-to queue ``notify`` (JSON serialised, never pickle), inside their own MULTI pipeline when they have
-one; the notifier (``notifier.py``) coalesces and posts them. Kinds and their payloads:
+to queue ``notify`` (JSON serialised, never pickle), inside the pipeline of their own write when
+they have one (ingest's atomic Lua write, the forwarder's transaction); the notifier
+(``notifier.py``) coalesces and posts them. Kinds and their payloads:
 
 ``detection_alert``   a detection of an ``ALERT_CLASSES`` class at or above ``ALERT_MIN_CONFIDENCE``
 ``tak_disconnected``  the TAK connection has been down longer than ``TAK_DISCONNECT_ALERT_SECONDS``
@@ -239,9 +240,10 @@ def enqueue_notification(
     payload: Mapping[str, Any],
     pipeline: Pipeline | None = None,
 ) -> None:
-    """One rq job on queue ``notify``; with ``pipeline``, inside the caller's MULTI (the caller
-    executes it). rq needs that pipeline in MULTI mode already (``pipe.multi()`` called, as ingest
-    does after its WATCH) or still empty: it raises on a non-transactional command stack.
+    """One rq job on queue ``notify``; with ``pipeline``, inside the caller's write (ingest hands
+    its recorded pipeline to one Lua script, the forwarder executes a transaction). rq needs that
+    pipeline in MULTI mode already (``pipe.multi()`` called, as ``AtomicWriter.recorder`` does) or
+    still empty: it raises on a non-transactional command stack.
     ``queue=None`` (notifications off, see :func:`notify_queue`) does nothing.
 
     The payload is checked here: a bad one is the producer's bug and must fail where it is made,
