@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import unescape  # nosec B406 # unescapes a uid we wrote; parses nothing
@@ -148,30 +148,24 @@ class ReadbackConfirmation:
         return READBACK_WINDOW_BYTES[self.endpoint.scheme] - self._unconfirmed_bytes()
 
     def _wait_for_room(self, needed: int) -> None:
-        """Read until ``needed`` bytes fit in the window (or nothing is unconfirmed). The timeout
-        runs from the last event read back: a slow server that keeps relaying is not stuck."""
-        deadline = time.monotonic() + self._window_timeout
-        waiting = self._ledger.outstanding()
-        while self._unconfirmed_bytes() and self._window_room() < needed:
-            if self._ledger.outstanding() < waiting:
-                waiting = self._ledger.outstanding()
-                deadline = time.monotonic() + self._window_timeout
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                missing = self._ledger.outstanding()
-                self._abort()
-                raise TakConfirmTimeout(
-                    f"{missing} event(s) not relayed back by {self.endpoint} "
-                    f"within {self._window_timeout:g} s"
-                )
-            self._read_any(remaining)
+        """Read until ``needed`` bytes fit in the window (or nothing is unconfirmed)."""
+        self._read_back_until(
+            lambda: not self._unconfirmed_bytes() or self._window_room() >= needed,
+            self._window_timeout,
+        )
 
     def _wait_readback(self, seq: int, timeout: float) -> None:
-        """The timeout runs from the last event read back (a slow server that keeps relaying
-        is not stuck); a stalled one costs the batch an attempt."""
+        """Read until every event of write ``seq`` has come back; a stalled server costs the
+        batch an attempt."""
+        self._read_back_until(lambda: self._ledger.done(seq), timeout)
+
+    def _read_back_until(self, done: Callable[[], bool], timeout: float) -> None:
+        """Read until ``done()``. The timeout runs from the last event read back: a slow server
+        that keeps relaying is not stuck; one that stops gets the connection aborted and
+        ``TakConfirmTimeout``."""
         deadline = time.monotonic() + timeout
         waiting = self._ledger.outstanding()
-        while not self._ledger.done(seq):
+        while not done():
             if self._ledger.outstanding() < waiting:
                 waiting = self._ledger.outstanding()
                 deadline = time.monotonic() + timeout
