@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from detection_api.tak.confirm import ConfirmMode
-from detection_api.tak.stream import TakEndpoint
+from detection_api.tak.endpoint import TakEndpoint
 
 
 class TakConnection(Protocol):

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING
 from xml.sax.saxutils import unescape  # nosec B406 # unescapes a uid we wrote; parses nothing
 
 from detection_api.tak.confirm import ReadbackLedger, new_nonce, stamp_nonce
+from detection_api.tak.endpoint import Scheme, TakEndpoint
+from detection_api.tak.errors import TakConfirmTimeout
 from detection_api.tak.presence import Presence
-from detection_api.tak.stream import CotSocket, Scheme, SeenEvent, TakConfirmTimeout, TakEndpoint
+from detection_api.tak.stream import CotSocket, SeenEvent
 
 # auto/readback: how long the forwarder's own presence may take to come back on the read-back
 # connection, how often it is re-sent meanwhile, and when the read-back connection announces

@@ -7,11 +7,12 @@ relays events between clients: FreeTAKServer, OpenTAKServer, taky), or not at al
 UDP, which is best effort and says so). ``auto`` probes the server on every connect.
 
 Every connection starts with the forwarder's presence event (``presence.py``): FreeTAKServer
-takes the first event of a connection as the client's identity. The wire itself (TLS, errors,
-whole-event writes, the bounded incremental reader) is ``stream.py``. This module holds the
-stream connection and its pong confirmation; read-back confirmation is ``readback.py``, UDP
-``udp.py``, the interface the forwarder uses ``connection.py``. Their public names are
-re-exported here: ``detection_api.tak.transport`` is the TAK client's one import.
+takes the first event of a connection as the client's identity. The wire itself (whole-event
+writes, the bounded incremental reader) is ``stream.py``, where to connect and TLS ``endpoint.py``,
+failures ``errors.py``. This module holds the stream connection and its pong confirmation;
+read-back confirmation is ``readback.py``, UDP ``udp.py``, the interface the forwarder uses
+``connection.py``. Their public names are re-exported here: ``detection_api.tak.transport`` is the
+TAK client's one import.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ from datetime import UTC, datetime
 from detection_api.cot import PONG_TYPE, build_ping
 from detection_api.tak.confirm import ConfirmMode, ReadbackLedger
 from detection_api.tak.connection import TakConnection
+from detection_api.tak.endpoint import Scheme, TakEndpoint, TlsFiles, build_ssl_context
+from detection_api.tak.errors import (
+    REJECTION_KINDS,
+    OutageKind,
+    TakConfirmTimeout,
+    TakError,
+    TakOutage,
+)
 from detection_api.tak.presence import PRESENCE_REFRESH_SECONDS, Presence
 from detection_api.tak.readback import (
     READBACK_IDENTIFY_AFTER_SECONDS,
@@ -40,19 +49,10 @@ from detection_api.tak.stream import (
     FIRST_PONG_STREAMING_MAX_SECONDS,
     MAX_UDP_EVENT_BYTES,
     MAX_UNFINISHED_EVENT_BYTES,
-    REJECTION_KINDS,
     TLS_RECORD_BYTES,
     CotSocket,
     CotStreamReader,
-    OutageKind,
-    Scheme,
     SeenEvent,
-    TakConfirmTimeout,
-    TakEndpoint,
-    TakError,
-    TakOutage,
-    TlsFiles,
-    build_ssl_context,
 )
 from detection_api.tak.udp import UdpTakConnection
 

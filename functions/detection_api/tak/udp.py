@@ -6,7 +6,8 @@ import socket
 from collections.abc import Sequence
 
 from detection_api.tak.confirm import ConfirmMode
-from detection_api.tak.stream import OutageKind, TakEndpoint, TakOutage, outage_from_os_error
+from detection_api.tak.endpoint import TakEndpoint
+from detection_api.tak.errors import OutageKind, TakOutage, outage_from_os_error
 
 
 class UdpTakConnection:
