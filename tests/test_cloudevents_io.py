@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from detection_api.app import cloudevents_io as ce
 from detection_api.app.problems import Problem
+from test_model import json_values, odd_text
 
 DATA = {"object_class": "vehicle"}
 
@@ -209,3 +214,312 @@ def test_ce_headers_with_a_cloudevents_media_type_are_415_not_500() -> None:
     headers, _ = to_binary(_event(id="0" * 256))
     for media in (ce.STRUCTURED_MEDIA_TYPE, ce.BATCH_MEDIA_TYPE):
         assert _problem({**headers, "content-type": media}, b"[null, null]").status == 415
+
+
+# --- hostile input (formerly test_hostile_cloudevents.py) -----------------------------------------
+# Malformed and hostile CloudEvents and JSON bodies, in process: only 4xx ``Problem``s come out.
+#
+# Covers every required attribute missing in each mode, wrong specversion, bad batches, binary mode
+# with the wrong content type, structured events with ``data_base64``, deep nesting, invalid UTF-8,
+# lone surrogates, control characters in attributes, odd header values, and the reply headers that
+# carry a producer's id back (percent-encoded, so any Unicode is safe in them).
+
+
+CREATED = "org.detectionapi.detection.created"
+FUZZ = settings(
+    max_examples=400,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+STRUCTURED = {"Content-Type": ce.STRUCTURED_MEDIA_TYPE}
+BATCH = {"Content-Type": ce.BATCH_MEDIA_TYPE}
+
+
+def structured_event(**changes: Any) -> dict[str, Any]:
+    event = {"specversion": "1.0", "id": "e-1", "source": "/drone/7", "type": CREATED, "data": DATA}
+    event.update(changes)
+    return {k: v for k, v in event.items() if v is not None}
+
+
+def binary_headers(**changes: str | None) -> dict[str, str]:
+    headers, _ = to_binary(CloudEvent({"type": CREATED, "source": "/drone/7", "id": "e-1"}, DATA))
+    headers = dict(headers)
+    for name, value in changes.items():
+        key = name.replace("_", "-")
+        if value is None:
+            headers.pop(key, None)
+        else:
+            headers[key] = value
+    return headers
+
+
+def refused(headers: dict[str, str], body: bytes, status: int = 400) -> Problem:
+    with pytest.raises(Problem) as info:
+        ce.parse_request(headers, body)
+    problem = info.value
+    assert problem.status == status, problem.body()
+    json.dumps(problem.body()).encode("utf-8")  # the answer itself serialises
+    return problem
+
+
+def paths(problem: Problem) -> list[str]:
+    return [error.get("path", "") for error in problem.errors]
+
+
+# --- missing, wrong and malformed attributes ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ce.REQUIRED_ATTRIBUTES)
+def test_each_missing_attribute_is_named_in_every_mode(name: str) -> None:
+    body = json.dumps(DATA).encode()
+    assert paths(refused(binary_headers(**{f"ce_{name}": None}), body)) == [f"ce-{name}"]
+    event = structured_event(**{name: None})
+    assert paths(refused(STRUCTURED, json.dumps(event).encode())) == [name]
+    batch = [structured_event(), event]
+    assert paths(refused(BATCH, json.dumps(batch).encode())) == [f"[1].{name}"]
+
+
+@pytest.mark.parametrize("value", ["", 1, 1.0, None, [], {}, True])
+def test_attributes_that_are_not_text_count_as_missing(value: Any) -> None:
+    event = structured_event()
+    event["id"] = value
+    assert paths(refused(STRUCTURED, json.dumps(event).encode())) == ["id"]
+
+
+@pytest.mark.parametrize("version", ["0.3", "1", "1.0 ", "2.0", "1.0\x00"])
+def test_wrong_specversion_is_refused_in_every_mode(version: str) -> None:
+    body = json.dumps(DATA).encode()
+    refused(binary_headers(ce_specversion=version), body)
+    refused(STRUCTURED, json.dumps(structured_event(specversion=version)).encode())
+    refused(BATCH, json.dumps([structured_event(specversion=version)]).encode())
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("id", "a\nb"),  # would reach the ce-subject header of the reply
+        ("id", "a\r\nX-Injected: 1"),
+        ("id", "nul\x00"),
+        ("source", "/drone\x7f"),
+        ("type", CREATED + "\x85"),  # a C1 control
+        ("id", "\ufdd0"),  # a noncharacter
+        ("subject", "\U0010ffff"),  # a noncharacter in the last plane
+        ("id", "\ud800"),  # a lone surrogate (as a JSON escape)
+    ],
+)
+def test_attribute_values_must_be_cloudevents_strings(name: str, value: str) -> None:
+    problem = refused(STRUCTURED, json.dumps(structured_event(**{name: value})).encode())
+    assert paths(problem) in ([name], []), problem.body()
+
+
+@pytest.mark.parametrize("value", ["a\x01b", "tab\tinside", "del\x7f"])
+def test_binary_header_values_with_control_characters_are_refused(value: str) -> None:
+    problem = refused(binary_headers(ce_id=value), json.dumps(DATA).encode())
+    assert paths(problem) == ["ce-id"]
+
+
+def test_binary_header_values_in_latin_1_are_accepted() -> None:
+    # WSGI hands raw header bytes over as latin-1 text: UTF-8 "é" arrives as "Ã©", not a control.
+    mode, events = ce.parse_request(binary_headers(ce_id="caf\xc3\xa9"), json.dumps(DATA).encode())
+    assert mode == "binary"
+    assert events[0].event_id == "caf\xc3\xa9"
+
+
+# --- bodies: batches, media types, encodings, nesting ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"{}",
+        b"[]",
+        b"null",
+        b'"a string"',
+        b"[1, 2]",
+        b"[[]]",
+        b"[null]",
+        json.dumps({"events": [structured_event()]}).encode(),
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
+)
+def test_bad_batches_are_refused(body: bytes) -> None:
+    refused(BATCH, body)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "application/xml",
+        "multipart/form-data; boundary=x",
+        "application/octet-stream",
+    ],
+)
+def test_binary_mode_with_a_non_json_content_type_is_415(content_type: str) -> None:
+    refused(binary_headers(content_type=content_type), b"vehicle", 415)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"data": None, "data_base64": "eyJvYmplY3RfY2xhc3MiOiAiY2FyIn0="},
+        {"datacontenttype": "text/plain", "data": "vehicle"},
+        {"datacontenttype": "application/xml", "data": "<x/>"},
+    ],
+)
+def test_structured_data_must_be_json(changes: dict[str, Any]) -> None:
+    refused(STRUCTURED, json.dumps(structured_event(**changes)).encode(), 415)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xff\xfe{}",  # not UTF-8
+        b'{"object_class": "\xed\xa0\x80"}',  # UTF-8-encoded surrogate: invalid UTF-8
+        b'{"object_class": "\\ud800"}',  # lone surrogate escape
+        b'{"\\udfff": 1}',  # ... in a key
+        b'{"a": [{"b": "x\\ud83d"}]}',  # ... deep inside, an unfinished pair
+        b"{" * 50_000,
+        b"[" * 100_000 + b"]" * 100_000,  # deeper than the recursion guard
+        b'{"a": 1} trailing',
+        b"1" * 5_000,  # more digits than Python converts
+    ],
+)
+def test_hostile_json_bodies_are_400_in_every_mode(body: bytes) -> None:
+    for headers in (binary_headers(), STRUCTURED, BATCH):
+        refused(headers, body)
+    with pytest.raises(Problem):
+        ce.load_json(body)
+
+
+def test_non_finite_literals_reach_the_model_for_a_field_path() -> None:
+    # Python's JSON reader accepts NaN/Infinity; they are left to the model, whose error then
+    # names the field (sensor_metadata.pitch) instead of "not JSON".
+    assert ce.load_json(b'{"pitch": NaN}') == {"pitch": pytest.approx(float("nan"), nan_ok=True)}
+
+
+def test_valid_unicode_survives_json_loading() -> None:
+    assert ce.load_json(b'"\\ud83d\\ude97"') == "\U0001f697"  # a proper surrogate pair
+    assert ce.load_json('"\U0001f697"'.encode()) == "\U0001f697"
+    assert ce.load_json(b'"\\\\ud800"') == "\\ud800"  # an escaped backslash, not an escape
+    assert ce.load_json(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}  # a UTF-8 byte order mark
+
+
+def test_empty_binary_body_is_an_event_without_data() -> None:
+    _, events = ce.parse_request(binary_headers(), b"")
+    assert events[0].data is None  # ingest then answers "a detection must be a JSON object"
+
+
+# --- fuzz ----------------------------------------------------------------------------------------
+
+attribute_values = st.one_of(odd_text, json_values)
+events = st.fixed_dictionaries(
+    {},
+    optional={
+        "specversion": st.one_of(st.just("1.0"), attribute_values),
+        "id": st.one_of(st.just("e-1"), attribute_values),
+        "source": st.one_of(st.just("/s"), attribute_values),
+        "type": st.one_of(st.just(CREATED), attribute_values),
+        "datacontenttype": st.one_of(st.just("application/json"), attribute_values),
+        "data": json_values,
+        "data_base64": attribute_values,
+        "subject": attribute_values,
+        "time": attribute_values,
+    },
+)
+
+
+def assert_clean(events: list[ce.IncomingEvent]) -> None:
+    for event in events:
+        for text in (event.event_id, event.source, event.type):
+            assert isinstance(text, str) and text
+            text.encode("utf-8")
+            assert not any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+
+
+@FUZZ
+@given(event=events, batch=st.booleans())
+@example(event=structured_event(id="\ud800"), batch=True)
+@example(event=structured_event(data={"k": "\udc00"}), batch=False)
+def test_any_structured_or_batch_body_is_parsed_or_a_problem(
+    event: dict[str, Any], batch: bool
+) -> None:
+    body = json.dumps([event] if batch else event).encode()
+    try:
+        _, parsed = ce.parse_request(BATCH if batch else STRUCTURED, body)
+    except Problem as problem:
+        assert 400 <= problem.status < 500
+        return
+    assert_clean(parsed)
+
+
+header_text = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), max_size=30)
+
+
+@FUZZ
+@given(
+    headers=st.dictionaries(
+        st.sampled_from(
+            [
+                "ce-specversion",
+                "ce-id",
+                "ce-source",
+                "ce-type",
+                "ce-time",
+                "ce-subject",
+                "ce-dataschema",
+                "ce-x",
+                "content-type",
+            ]
+        ),
+        header_text,
+    ),
+    body=st.one_of(st.binary(max_size=64), json_values.map(lambda v: json.dumps(v).encode())),
+)
+def test_any_binary_request_is_parsed_or_a_problem(headers: dict[str, str], body: bytes) -> None:
+    headers.setdefault("ce-id", "e-1")  # binary mode
+    try:
+        _, parsed = ce.parse_request(headers, body)
+    except Problem as problem:
+        assert 400 <= problem.status < 500
+        return
+    assert_clean(parsed)
+
+
+@FUZZ
+@given(body=st.binary(max_size=200))
+def test_any_bytes_are_json_or_a_problem(body: bytes) -> None:
+    try:
+        value = ce.load_json(body)
+    except Problem as problem:
+        assert problem.status == 400
+        return
+    json.dumps(value, ensure_ascii=False).encode("utf-8")  # no lone surrogate got through
+
+
+# --- replies --------------------------------------------------------------------------------------
+
+
+@FUZZ
+@given(subject=st.text(alphabet=st.characters(exclude_categories=("Cs",)), min_size=1))
+@example(subject="a\nb")
+@example(subject='100% "quoted"')
+@example(subject="\U0001f697 é")
+def test_reply_headers_are_percent_encoded_printable_ascii(subject: str) -> None:
+    reply = ce.reply_event({"id": "r"}, event_id="0123abcd", subject=subject)
+    headers, _ = ce.binary_reply(reply)
+    for name, value in headers.items():
+        if name.startswith("ce-"):
+            assert all(0x21 <= ord(c) <= 0x7E and c != '"' for c in value), (name, value)
+    assert unquote(headers["ce-subject"], errors="strict") == subject
+    assert headers["ce-type"] == "org.detectionapi.detection.geolocated"
+
+
+def test_structured_round_trip_of_the_sdk_still_parses() -> None:
+    event = CloudEvent({"type": CREATED, "source": "/s", "id": "e-9", "subject": "é"}, DATA)
+    headers, body = to_structured(event)
+    _, parsed = ce.parse_request(dict(headers), body)
+    assert parsed[0].event_id == "e-9"
+    assert parsed[0].subject == "é"

@@ -74,8 +74,9 @@ def test_pipeline_result_is_consistent() -> None:
 
 
 def test_the_hit_lies_along_the_documented_ray() -> None:
-    """Independent check that the payload reaches the geometry as documented (design §3 camera
-    frame): the direction from camera to hit, computed by pymap3d, is the formula's ray."""
+    """Independent check that the payload reaches the geometry as documented (README "The
+    detection payload", camera frame): the direction from camera to hit, computed by pymap3d, is
+    the formula's ray."""
     det = detection()
     meta = det.sensor_metadata
     geo = run(det).geolocation

@@ -28,7 +28,7 @@ from detection_api.geo.types import (
     NoGroundIntersection,
 )
 from detection_api.model import parse_detection
-from test_hostile_geometry import assert_sound, domain_intrinsics, domain_poses, domain_sigmas
+from test_geo_locate import assert_sound, domain_intrinsics, domain_poses, domain_sigmas
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "detection.json"
 CAMERA = Intrinsics(focal_px=1000.0, width_px=1920.0, height_px=1080.0, cx_px=960.0, cy_px=540.0)

@@ -261,6 +261,9 @@ def test_delivers_over_mutual_tls_and_skips_routed_events(
     assert leftover_claims(redis) == 0
     assert attempts(redis, items) == {0: 600}
 
+    # The counters are incremented after the records are written: wait for the last of them
+    # (deliveries, after the latency histogram and the batch sizes), then read them all.
+    wait_until(lambda: worker.delivered("confirmed") == 600, 10, what="the confirmed counter")
     metrics = worker.metrics()
     assert metrics["detection_api_deliveries_total{outcome=confirmed}"] == 600
     assert metrics["detection_api_tak_connected"] == 1

@@ -99,7 +99,8 @@ def test_every_detection_is_confirmed_by_read_back(
     assert worker.metric("detection_api_tak_confirm_mode{mode=readback}") == 1
     assert worker.metric("detection_api_tak_confirm_mode{mode=pong}") == 0
     assert worker.delivered("dead") == 0
-    assert worker.delivered("confirmed") == 300
+    # Counted after the records are written: wait for the counter, never read it once.
+    wait_until(lambda: worker.delivered("confirmed") == 300, 10, what="the confirmed counter")
     assert "TAK confirmation mode: readback (TAK_CONFIRM=auto)" in worker.log()
     assert "confirmation: readback" in queue_status(redis_server.url)
     report(fts_subscriber.uid_counts(), items, f"FreeTAKServer {'TLS' if tls else 'TCP'}")

@@ -57,7 +57,8 @@ def test_each_mode_confirms_every_detection_through_taky(
     wait_all_confirmed(redis, items, 30)
     assert attempts(redis, items) == {0: 500}
     assert worker.metric(f"detection_api_tak_confirm_mode{{mode={used}}}") == 1
-    assert worker.delivered("confirmed") == 500
+    # Counted after the records are written: wait for the counter, never read it once.
+    wait_until(lambda: worker.delivered("confirmed") == 500, 10, what="the confirmed counter")
     assert f"TAK confirmation mode: {used} (TAK_CONFIRM={requested})" in worker.log()
     report(tak_subscriber.uid_counts(), items, f"taky TLS, TAK_CONFIRM={requested}")
 
@@ -74,7 +75,7 @@ def test_none_still_delivers_and_ends_records_sent(
     items = enqueue(redis, 200, prefix="none")
     subscriber.wait_for_uids([i.uid for i in items], timeout=30)
     wait_until(lambda: states(redis, items) == {"sent": 200}, 20, what="records sent")
-    assert worker.delivered("sent_unconfirmed") == 200
+    wait_until(lambda: worker.delivered("sent_unconfirmed") == 200, 10, what="the sent counter")
     assert worker.metric("detection_api_tak_confirm_mode{mode=none}") == 1
     assert leftover_claims(redis) == 0
 

@@ -30,7 +30,7 @@ from detection_api.cot import DETAIL_ELEMENT, xml_safe
 from detection_api.local.ports import free_port
 from detection_api.local.probes import http_ok
 from test_cot import RAW_AMPERSAND
-from test_hostile_model import FIELD_PATHS, json_values, with_value
+from test_model import FIELD_PATHS, json_values, with_value
 
 CREATED = "org.detectionapi.detection.created"
 STRUCTURED = "application/cloudevents+json"

@@ -34,7 +34,8 @@ BATCH = "application/cloudevents-batch+json"
 
 
 def bearer(sub: str, scope: str = "detections:write detections:read") -> dict[str, str]:
-    claims = {"sub": sub, "scope": scope, "exp": int(time.time()) + 86_400}  # minted at import: outlive the suite
+    # Minted at import: a day, so a slow suite never reaches a file with its tokens expired.
+    claims = {"sub": sub, "scope": scope, "exp": int(time.time()) + 86_400}
     return {"Authorization": "Bearer " + jwt.encode(claims, SECRET, algorithm="HS256")}
 
 

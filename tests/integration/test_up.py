@@ -18,7 +18,8 @@ import pytest
 
 from detection_api.local.ports import free_port
 from detection_api.local.probes import http_ok
-from detection_api.local.stack import READY_LINE, StackConfig, StackError
+from detection_api.local.stack import READY_LINE
+from detection_api.local.stack_config import StackConfig, StackError
 
 _CHILD_ROW = re.compile(r"^  (\w+)\s+pid (\d+)\s+(\S+)")
 _ALL_CHILDREN = {"redis", "taky", "forwarder", "function"}

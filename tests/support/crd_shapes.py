@@ -7,7 +7,7 @@ JSON Schemas say which fields each custom kind may have: every object is closed
 this project (the subset of each CRD it can use, with Knative's default feature flags: no pod
 securityContext, affinity, init containers, PVCs...), not copied from the upstream CRDs.
 Deep validation of containers is done by kubernetes-validate on a synthesized Pod (see
-tests/test_knative_render.py).
+tests/deployment/test_knative_render.py).
 """
 
 from __future__ import annotations

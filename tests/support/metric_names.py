@@ -1,9 +1,9 @@
 """The metric names the code exports and the alert rules may use (README "Operations").
 
-One list for the whole test suite: tests/test_knative_alerts.py checks every PromQL selector in
-knative/ against it, and a scrape test checks it against what the running function and forwarder
-actually export. Names are as Prometheus stores them: counters end in ``_total``; a histogram
-``h`` is queried as ``h_bucket``, ``h_sum`` and ``h_count``.
+One list for the whole test suite: tests/deployment/test_knative_alerts.py checks every PromQL
+selector in knative/ against it, and a scrape test checks it against what the running function
+and forwarder actually export. Names are as Prometheus stores them: counters end in ``_total``;
+a histogram ``h`` is queried as ``h_bucket``, ``h_sum`` and ``h_count``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ from a request from the internet is the **address it was sent to**, as Knative h
 - A Service that is not cluster-local also has an external route of its own, where a client could
   send its own ``K-Original-Host`` naming the cluster-local host: that is why trust needs the
   Service labelled ``networking.knative.dev/visibility: cluster-local`` (``knative/base`` does, and
-  ``tests/test_production_https.py`` refuses a bundle that trusts cluster events without it).
+  ``tests/deployment/test_production_https.py`` refuses a bundle that trusts cluster events
+  without it).
 
 The rule here is pure (no Flask): a request is a cluster delivery when its ``Host`` is a
 cluster-local Service address (``<name>.<namespace>.svc`` or ``...svc.<cluster domain>``, any

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import signal
-import threading
 from types import FrameType
 
-from detection_api.local.stack import Console, StackConfig, StackError, run_stack
+from detection_api.local.console import Console
+from detection_api.local.stack import run_stack
+from detection_api.local.stack_config import StackConfig, StackError
 from detection_api.settings import load_settings
+from detection_api.stop_signal import StopSignal
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -36,13 +38,14 @@ def run(args: argparse.Namespace) -> int:
         console.say(f"detection-api up: {exc}")
         return 2
     load_settings()  # a bad setting stops here (ConfigError, one line), before any child starts
-    stop_requested = threading.Event()
+    stop_requested = StopSignal()
 
     def on_stop_signal(signum: int, _frame: FrameType | None) -> None:
-        # Only set a flag: the main thread may be inside Console.say, whose lock we must not take.
+        # Take no lock here: the main thread may hold it (Console.say's, a threading.Event's),
+        # and waiting for it in a handler that thread runs would hang `up` (see StopSignal).
         if stop_requested.is_set():
             raise KeyboardInterrupt  # second signal: run_stack kills everything at once
-        stop_requested.set()
+        stop_requested.set(signum)
 
     previous = {sig: signal.signal(sig, on_stop_signal) for sig in _STOP_SIGNALS}
     try:
@@ -53,3 +56,4 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        stop_requested.close()

@@ -20,6 +20,7 @@ from detection_api.alerts.notifier import Notifier, NotifierConfig
 from detection_api.alerts.notify import notify_queue
 from detection_api.logs import configure_logging
 from detection_api.settings import ConfigError, Settings, get_settings, secret
+from detection_api.stop_signal import StopSignal
 from detection_api.tak.data_package import connection_settings
 from detection_api.tak.forwarder import Forwarder, ForwarderConfig
 from detection_api.tak.forwarder_metrics import ForwarderMetrics, MetricsServer
@@ -98,10 +99,21 @@ def run(args: argparse.Namespace) -> int:
     metrics.watch_redis(lambda: scrape_redis, forwarder.failed_registry_key)
     server = MetricsServer(metrics, settings.forwarder_metrics_port).start()
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s: finishing the batch in flight, then exiting", signal.Signals(signum).name)
+    # The handler only sets a lock-free flag (a handler that took a lock the main thread holds,
+    # such as the forwarder's stop Event's, would hang the worker on SIGTERM; see StopSignal);
+    # a thread of its own passes the request on.
+    stop_signal = StopSignal()
+
+    def relay_stop() -> None:
+        stop_signal.wait()
+        name = signal.Signals(stop_signal.signum or signal.SIGTERM).name
+        log.info("%s: finishing the batch in flight, then exiting", name)
         forwarder.request_stop()
 
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        stop_signal.set(signum)
+
+    threading.Thread(target=relay_stop, name="stop-relay", daemon=True).start()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import os
 import secrets
 import shutil
@@ -44,6 +43,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from detection_api.local.checkout import repo_root
 from detection_api.local.pki import PkiPaths
 from detection_api.local.procs import ManagedProcess
+from detection_api.local.tool_venv import INSTALL_TIMEOUT_S, ensure_tool_venv, installed, run_step
 
 FTS_REQUIREMENTS = (
     "FreeTAKServer==2.2.1",
@@ -54,8 +54,6 @@ FTS_REQUIREMENTS = (
 FTS_PYTHON = "python3.11"
 COT_TCP_PORT = 8087
 COT_TLS_PORT = 8089
-_STAMP_NAME = ".detection-api-installed"
-_INSTALL_TIMEOUT_S = 900
 _PERSISTENCE_PATH = Path("/opt/fts")
 
 
@@ -71,46 +69,24 @@ def ensure_fts(venv_dir: Path | None = None) -> Path:
     """The virtualenv's python with FreeTAKServer installed (installing it on first use)."""
     venv_dir = Path(venv_dir or default_fts_venv()).resolve()
     python = venv_dir / "bin" / "python"
-    stamp = venv_dir / _STAMP_NAME
-    wanted = "\n".join(FTS_REQUIREMENTS) + "\n"
-    if _installed(stamp, python, wanted):
+    if installed(venv_dir, FTS_REQUIREMENTS, python):
         return python
     base = shutil.which(FTS_PYTHON)
     if base is None:
         raise FtsUnavailable(f"FreeTAKServer 2.2.1 needs {FTS_PYTHON}, not found on PATH")
-    venv_dir.mkdir(parents=True, exist_ok=True)
-    with (venv_dir / ".install.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _installed(stamp, python, wanted):
-            return python
-        stamp.unlink(missing_ok=True)
-        _run([base, "-m", "venv", str(venv_dir)], "create the virtualenv")
-        _run(
-            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             *FTS_REQUIREMENTS],
-            "pip install FreeTAKServer",
-        )  # fmt: skip
-        stamp.write_text(wanted)
+    ensure_tool_venv(
+        venv_dir,
+        FTS_REQUIREMENTS,
+        python,
+        base_python=base,
+        tool="FreeTAKServer",
+        error=FtsUnavailable,
+    )
     return python
 
 
-def _installed(stamp: Path, python: Path, wanted: str) -> bool:
-    try:
-        return stamp.read_text() == wanted and python.is_file()
-    except FileNotFoundError:
-        return False
-
-
-def _run(argv: list[str], what: str, timeout: float = _INSTALL_TIMEOUT_S) -> None:
-    try:
-        result = subprocess.run(  # noqa: S603 (our own argv, no shell)  # nosec B603 # our own argv, no shell
-            argv, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise FtsUnavailable(f"could not {what}: {exc}") from exc
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise FtsUnavailable(f"could not {what} (exit {result.returncode}):\n{tail}")
+def _run(argv: list[str], what: str, timeout: float = INSTALL_TIMEOUT_S) -> None:
+    run_step(argv, what, error=FtsUnavailable, timeout=timeout)
 
 
 def netns_unavailable_reason() -> str | None:

@@ -21,159 +21,31 @@ import secrets
 import shlex
 import shutil
 import sys
-import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 from detection_api.auth import Scope, mint_token
-from detection_api.local.checkout import repo_root
+from detection_api.local.console import Console, LogFollower
 from detection_api.local.pki import ensure_pki
 from detection_api.local.ports import LOOPBACK, free_port, has_listener, is_listening
 from detection_api.local.probes import http_ok
 from detection_api.local.procs import ManagedProcess, ProcessExited
 from detection_api.local.redis_server import RedisServer
+from detection_api.local.stack_config import StackConfig, StackError
 from detection_api.local.taky_server import TakyServer, taky_installed
 from detection_api.settings import Settings, environment_names
+from detection_api.stop_signal import StopSignal
 
 READY_LINE = "detection-api up: ready"
 FUNCTION_TARGET = "detection_api"
-DEFAULT_FUNCTION_PORT = 8080
 _STARTUP_TIMEOUT_S = 60.0
 # Grace periods at shutdown: the forwarder confirms its batch in flight before exiting.
 _STOP_TIMEOUTS_S = {"function": 10.0, "forwarder": 30.0, "taky": 10.0, "redis": 15.0}
 
 
-class StackError(RuntimeError):
-    """The stack cannot start (message meant for the person at the terminal)."""
-
-
 class StopRequested(Exception):
     """Ctrl-C or SIGTERM arrived while the stack was starting."""
-
-
-@dataclass(frozen=True)
-class StackConfig:
-    data_dir: Path
-    function_port: int
-    local_tak: bool  # start taky here (no TAK_URL in the environment, no --no-tak)
-    forwarder: bool  # start the forwarder (there is a TAK server to forward to)
-    environ: Mapping[str, str]
-    repo: Path
-
-    @classmethod
-    def from_options(
-        cls,
-        *,
-        data_dir: str | Path,
-        port: int | None,
-        no_tak: bool,
-        environ: Mapping[str, str] | None = None,
-        repo: Path | None = None,
-    ) -> StackConfig:
-        environ = dict(os.environ if environ is None else environ)
-        if port is None:
-            try:
-                port = int(environ.get("PORT") or DEFAULT_FUNCTION_PORT)
-            except ValueError:
-                raise StackError(f"PORT must be a number, not {environ['PORT']!r}") from None
-        if not 0 < port < 65536:
-            raise StackError(f"the function port must be 1..65535, not {port}")
-        external_tak = bool(environ.get("TAK_URL"))
-        return cls(
-            data_dir=Path(data_dir).resolve(),
-            function_port=port,
-            local_tak=not external_tak and not no_tak,
-            forwarder=external_tak or not no_tak,
-            environ=environ,
-            repo=(repo or repo_root()).resolve(),
-        )
-
-    @property
-    def function_source(self) -> Path:
-        return self.repo / "functions" / "main.py"
-
-    @property
-    def example_detection(self) -> Path:
-        return self.repo / "examples" / "detection.json"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.data_dir / "logs"
-
-    @property
-    def function_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.function_port}/"
-
-
-class Console:
-    """Serialises output lines from the supervisor and the log follower."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self._stream = stream or sys.stdout
-        self._lock = threading.Lock()
-
-    def say(self, text: str = "") -> None:
-        with self._lock:
-            self._stream.write(text + "\n")
-            self._stream.flush()
-
-    def child_line(self, name: str, line: str) -> None:
-        self.say(f"{name:<9} | {line}")
-
-
-class LogFollower(threading.Thread):
-    """Prints new lines of the children's log files, prefixed with their names."""
-
-    def __init__(self, console: Console, interval: float = 0.1) -> None:
-        super().__init__(name="log-follower", daemon=True)
-        self._console = console
-        self._interval = interval
-        self._sources: list[_FollowedLog] = []
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-
-    def follow(self, name: str, path: Path) -> None:
-        """Print what ``path`` gets from now on (earlier runs' lines stay in the file only)."""
-        offset = path.stat().st_size if path.exists() else 0
-        with self._lock:
-            self._sources.append(_FollowedLog(name, path, offset))
-
-    def run(self) -> None:
-        while not self._stopping.wait(self._interval):
-            self.drain()
-        self.drain()
-
-    def drain(self) -> None:
-        with self._lock:
-            for source in self._sources:
-                for line in source.new_lines():
-                    self._console.child_line(source.name, line)
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self.is_alive():
-            self.join(timeout=5)
-
-
-@dataclass
-class _FollowedLog:
-    name: str
-    path: Path
-    offset: int
-    partial: bytes = b""
-
-    def new_lines(self) -> list[str]:
-        try:
-            with self.path.open("rb") as log:
-                log.seek(self.offset)
-                data = log.read()
-        except FileNotFoundError:
-            return []
-        self.offset += len(data)
-        *lines, self.partial = (self.partial + data).split(b"\n")
-        return [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
 
 
 @dataclass
@@ -191,7 +63,7 @@ class LocalStack:
 
     # --- starting --------------------------------------------------------------------------------
 
-    def start(self, stop_requested: threading.Event) -> None:
+    def start(self, stop_requested: StopSignal) -> None:
         """Start every service in order and wait for each to be ready (or raise)."""
         config = self.config
         self._preflight()
@@ -343,7 +215,7 @@ class LocalStack:
         yield f"  detection-api send {example} --url {config.function_url}{token_arg}"
         yield "Ctrl-C (or SIGTERM) stops everything."
 
-    def supervise(self, stop_requested: threading.Event, poll: float = 0.2) -> int:
+    def supervise(self, stop_requested: StopSignal, poll: float = 0.2) -> int:
         """Watch the children until a stop is requested (0) or one of them dies (1)."""
         while not stop_requested.wait(poll):
             try:
@@ -387,35 +259,53 @@ class LocalStack:
 def run_stack(
     config: StackConfig,
     console: Console,
-    stop_requested: threading.Event,
+    stop_requested: StopSignal,
     on_ready: Callable[[LocalStack], None] | None = None,
 ) -> int:
     """Start the stack, print where things are and the ready line, supervise, stop; exit code."""
     os.umask(0o077)  # (inherited by every child: the AOF, logs and event logs are owner-only)
     with _exclusive(config.data_dir):
         stack = LocalStack(config, console)
+        code = 1
         try:
-            try:
-                stack.start(stop_requested)
-            except StopRequested:
-                console.say("detection-api up: stop requested while starting")
-                return 0
-            except (ProcessExited, TimeoutError, OSError, RuntimeError) as exc:
-                console.say(f"detection-api up: could not start the stack: {exc}")
-                return 1
-            for line in stack.describe():
-                console.say(line)
-            if on_ready is not None:
-                on_ready(stack)
-            console.say(READY_LINE)
-            return stack.supervise(stop_requested)
+            code = _start_and_supervise(stack, stop_requested, on_ready)
         except KeyboardInterrupt:  # a second Ctrl-C: no more grace
-            console.say("detection-api up: killing everything")
-            stack.kill()
-            return 130
+            code = _kill(stack)
         finally:
-            stack.stop()
+            try:
+                stack.stop()
+            except KeyboardInterrupt:  # the second Ctrl-C came while the children were stopping
+                code = _kill(stack)
             console.say("detection-api up: stopped")
+        return code
+
+
+def _start_and_supervise(
+    stack: LocalStack,
+    stop_requested: StopSignal,
+    on_ready: Callable[[LocalStack], None] | None,
+) -> int:
+    console = stack.console
+    try:
+        stack.start(stop_requested)
+    except StopRequested:
+        console.say("detection-api up: stop requested while starting")
+        return 0
+    except (ProcessExited, TimeoutError, OSError, RuntimeError) as exc:
+        console.say(f"detection-api up: could not start the stack: {exc}")
+        return 1
+    for line in stack.describe():
+        console.say(line)
+    if on_ready is not None:
+        on_ready(stack)
+    console.say(READY_LINE)
+    return stack.supervise(stop_requested)
+
+
+def _kill(stack: LocalStack) -> int:
+    stack.console.say("detection-api up: killing everything")
+    stack.kill()
+    return 130
 
 
 @contextlib.contextmanager

@@ -21,9 +21,7 @@ What a test should know about taky 0.10 (measured; see the integration fixtures)
 from __future__ import annotations
 
 import configparser
-import fcntl
 import signal
-import subprocess  # nosec B404 # installs and starts taky
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +30,13 @@ from detection_api.local.checkout import repo_root
 from detection_api.local.pki import CertKeyPaths, PkiPaths
 from detection_api.local.ports import LOOPBACK, free_ports
 from detection_api.local.procs import ManagedProcess, start_with_port_retry
+from detection_api.local.tool_venv import ensure_tool_venv, installed
 
 TAKY_REQUIREMENT = "taky==0.10"
-_STAMP_NAME = ".detection-api-installed"
-_INSTALL_TIMEOUT_S = 900
+_INSTALL_HINT = (
+    "\ntaky is installed from PyPI on first use; check network access to PyPI, "
+    "or delete the half-made virtualenv and retry."
+)
 
 
 class TakyInstallError(RuntimeError):
@@ -48,58 +49,23 @@ def default_taky_venv() -> Path:
 
 def taky_installed(venv_dir: Path | None = None) -> bool:
     venv_dir = Path(venv_dir or default_taky_venv()).resolve()
-    return _installed(venv_dir / _STAMP_NAME, venv_dir / "bin" / "taky")
+    return installed(venv_dir, [TAKY_REQUIREMENT], venv_dir / "bin" / "taky")
 
 
 def ensure_taky(venv_dir: Path | None = None) -> Path:
     """Path of the ``taky`` executable, installing it into ``venv_dir`` on first use."""
     venv_dir = Path(venv_dir or default_taky_venv()).resolve()
     executable = venv_dir / "bin" / "taky"
-    stamp = venv_dir / _STAMP_NAME
-    if _installed(stamp, executable):
-        return executable
-    venv_dir.mkdir(parents=True, exist_ok=True)
-    with (venv_dir / ".install.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be installing: wait for it
-        if _installed(stamp, executable):
-            return executable
-        stamp.unlink(missing_ok=True)
-        _run_install_step([sys.executable, "-m", "venv", str(venv_dir)], "create the virtualenv")
-        _run_install_step(
-            [
-                str(venv_dir / "bin" / "python"),
-                "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                TAKY_REQUIREMENT,
-            ],
-            f"pip install {TAKY_REQUIREMENT}",
-        )  # fmt: skip
-        if not executable.is_file():
-            raise TakyInstallError(f"{TAKY_REQUIREMENT} installed but {executable} is missing")
-        stamp.write_text(TAKY_REQUIREMENT + "\n")
+    ensure_tool_venv(
+        venv_dir,
+        [TAKY_REQUIREMENT],
+        executable,
+        base_python=sys.executable,
+        tool="taky",
+        error=TakyInstallError,
+        hint=_INSTALL_HINT,
+    )
     return executable
-
-
-def _installed(stamp: Path, executable: Path) -> bool:
-    try:
-        return stamp.read_text().strip() == TAKY_REQUIREMENT and executable.is_file()
-    except FileNotFoundError:
-        return False
-
-
-def _run_install_step(argv: list[str], what: str) -> None:
-    try:
-        result = subprocess.run(  # noqa: S603 (our own argv, no shell)  # nosec B603 # our own argv, no shell
-            argv, capture_output=True, text=True, timeout=_INSTALL_TIMEOUT_S, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise TakyInstallError(f"could not {what} for taky: {exc}") from exc
-    if result.returncode != 0:
-        output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
-        raise TakyInstallError(
-            f"could not {what} for taky (exit {result.returncode}):\n{output}\n"
-            "taky is installed from PyPI on first use; check network access to PyPI, "
-            "or delete the half-made virtualenv and retry."
-        )
 
 
 @dataclass

@@ -1,1 +1,2 @@
-"""Redis contracts: each key family is written and read in one module here."""
+"""Redis contracts: each key family is written and read in one module here (docs/architecture.md
+"Redis contracts" lists them)."""

@@ -1,8 +1,8 @@
 """Detection records in Redis: one hash per detection, readable through the REST API.
 
-The record is written in the same atomic step as its delivery job (see ``outbox.py``), so a
-detection is either fully accepted (record + job) or not at all. The forwarder moves it through
-the delivery states. Keys expire after the retention window.
+The record is written in the same atomic step as its delivery job (``atomic.py``, ``tak_jobs.py``;
+docs/architecture.md "How a detection flows"), so a detection is fully accepted or not at all.
+The forwarder moves it through the delivery states. Keys expire after the retention window.
 
 Identity (issue 10, many producers on one deployment):
 

@@ -56,7 +56,8 @@ def enqueue_deliveries(
     queue: Queue, pipe: Pipeline, deliveries: list[Delivery], *, per_job: int = 1
 ) -> list[str]:
     """Add delivery jobs, ``per_job`` deliveries each (at most ``MAX_DELIVERIES_PER_JOB``), to a
-    caller's MULTI pipeline (the caller executes it). Returns the job ids."""
+    caller's pipeline in MULTI mode, which ingest never executes: it hands the recorded commands
+    to ``atomic.AtomicWriter`` (one Lua script). Returns the job ids."""
     size = max(1, min(per_job, MAX_DELIVERIES_PER_JOB))
     job_ids = []
     for start in range(0, len(deliveries), size):

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
 
-from detection_api.tak.stream import TlsFiles
+from detection_api.tak.endpoint import TlsFiles
 
 if TYPE_CHECKING:
     from detection_api.settings import Settings

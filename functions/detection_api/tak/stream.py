@@ -1,11 +1,9 @@
-"""The wire under a TAK connection: where to connect, TLS, failures in words an operator can act
-on, and one TCP/TLS socket that writes whole events and reads through ``tak_reader``.
+"""The wire under a TAK connection: one TCP/TLS socket that writes whole events and reads through
+``reader.py``. Where to connect and the TLS files are ``endpoint.py``, failures ``errors.py``.
 
-Nothing here knows about confirmation modes (see ``tak_transport`` and ``tak_confirm``), Redis or
+Nothing here knows about confirmation modes (see ``transport.py`` and ``confirm.py``), Redis or
 rq. Every failure to reach or talk to the server is a :class:`TakOutage` whose ``kind`` says what
-went wrong (wrong CA, rejected client certificate, host name mismatch, refused, reset, a peer
-sending an endless event). A live connection that does not answer in time raises
-:class:`TakConfirmTimeout`.
+went wrong; a live connection that does not answer in time raises :class:`TakConfirmTimeout`.
 
 Two rules keep the stream parseable by the strictest server (FreeTAKServer drops a whole read, and
 the client, when the read ends inside an event or a UTF-8 character; OpenTAKServer loses an event
@@ -16,36 +14,25 @@ never holds part of an event unless that one event is larger than a record.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
-import os
 import socket
 import ssl
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
-from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    pkcs12,
+from detection_api.tak.endpoint import TakEndpoint
+from detection_api.tak.errors import (
+    OutageKind,
+    TakConfirmTimeout,
+    TakOutage,
+    outage_from_os_error,
 )
-
 from detection_api.tak.reader import (
     MAX_UNFINISHED_EVENT_BYTES,
     CotStreamReader,
     SeenEvent,
     StreamTooLarge,
 )
-
-if TYPE_CHECKING:
-    from detection_api.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,193 +50,6 @@ FIRST_PONG_MAX_SECONDS = 5.0  # a fresh connection must answer its first ping wi
 FIRST_PONG_STREAMING_MAX_SECONDS = 30.0
 # Plaintext bytes per write on plain TCP: whole events only, up to this much.
 TCP_WRITE_BYTES = 65_536
-
-
-class OutageKind(StrEnum):
-    UNREACHABLE = "unreachable"  # refused, no route, DNS, connect timeout
-    CLOSED = "closed"  # the server closed or reset an established connection
-    TLS_SERVER_CERT = "tls_server_certificate"  # we rejected the server (wrong CA, expired)
-    TLS_HOSTNAME = "tls_hostname_mismatch"  # server certificate is for another name
-    TLS_CLIENT_CERT = "tls_client_certificate"  # the server rejected our client certificate
-    TLS_CONFIG = "tls_config"  # our own certificate files are missing or unreadable
-    TLS_OTHER = "tls_error"  # any other TLS failure
-    NO_PONG = "no_pong"  # a fresh connection never answered the ping (input-only port?)
-    NO_READBACK = "no_readback"  # TAK_CONFIRM=readback, but the server relayed nothing back
-    OVERSIZED_EVENT = "oversized_event"  # the server sent an event larger than we accept
-
-
-class TakError(Exception):
-    """Base of everything this module raises."""
-
-
-class TakOutage(TakError):
-    """The TAK server cannot be reached or talked to. Never the fault of the events in flight."""
-
-    def __init__(self, kind: OutageKind, message: str) -> None:
-        super().__init__(f"{kind.value}: {message}")
-        self.kind = kind
-        self.message = message
-
-
-class TakConfirmTimeout(TakError):
-    """A connection that looked alive did not answer the ping in time."""
-
-
-# --- where to connect ----------------------------------------------------------------------------
-
-
-class Scheme(StrEnum):
-    TLS = "tls"
-    TCP = "tcp"
-    UDP = "udp"
-
-
-@dataclass(frozen=True, slots=True)
-class TakEndpoint:
-    scheme: Scheme
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, url: str) -> TakEndpoint:
-        """``tls://host:8089``, ``tcp://host:8087``, ``udp://host:port`` (``ssl://`` = tls)."""
-        parts = urlsplit(url)
-        scheme_text = "tls" if parts.scheme == "ssl" else parts.scheme
-        try:
-            scheme = Scheme(scheme_text)
-        except ValueError as exc:
-            raise ValueError(f"TAK_URL {url!r}: scheme must be tls, tcp or udp") from exc
-        if not parts.hostname or parts.port is None:
-            raise ValueError(f"TAK_URL {url!r} needs a host and a port")
-        return cls(scheme, parts.hostname, parts.port)
-
-    def __str__(self) -> str:
-        return f"{self.scheme.value}://{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    """Certificate material for mutual TLS (PEM files, or one PKCS#12 bundle)."""
-
-    ca: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    p12: str | None = None
-    p12_password: str | None = field(default=None, repr=False)  # a secret: never in a repr
-    server_name: str | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> TlsFiles:
-        password = settings.tak_tls_p12_password  # SecretStr: unwrapped only here
-        return cls(
-            ca=settings.tak_tls_ca,
-            cert=settings.tak_tls_cert,
-            key=settings.tak_tls_key,
-            p12=settings.tak_tls_p12,
-            p12_password=password.get_secret_value() if password else None,
-            server_name=settings.tak_tls_server_name,
-        )
-
-
-def build_ssl_context(files: TlsFiles) -> ssl.SSLContext:
-    """A client context that verifies the server against ``files.ca`` and presents our certificate.
-
-    The stdlib context is used directly rather than pytak's ``get_ssl_ctx``: it reads pytak's own
-    configuration keys and its options to switch verification off are exactly what we never want;
-    four explicit calls are easier to audit.
-    """
-    try:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificate and host name
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if files.ca:
-            context.load_verify_locations(cafile=files.ca)
-        else:
-            context.load_default_certs()
-        if files.p12:
-            _load_p12_chain(context, Path(files.p12), files.p12_password)
-        elif files.cert:
-            context.load_cert_chain(certfile=files.cert, keyfile=files.key or None)
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        raise TakOutage(OutageKind.TLS_CONFIG, f"cannot load TLS files: {exc}") from exc
-    return context
-
-
-def _load_p12_chain(context: ssl.SSLContext, path: Path, password: str | None) -> None:
-    # ssl can only load a certificate chain from a file: write a private (0600) PEM, load it,
-    # delete it at once. The key never stays on disk.
-    key, cert, extra = pkcs12.load_key_and_certificates(
-        path.read_bytes(), password.encode() if password else None
-    )
-    if key is None or cert is None:
-        raise ValueError(f"{path} holds no private key and certificate")
-    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    pem += cert.public_bytes(Encoding.PEM)
-    pem += b"".join(c.public_bytes(Encoding.PEM) for c in extra or ())
-    fd, name = tempfile.mkstemp(prefix="tak-client-", suffix=".pem")  # mkstemp: mode 0600
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(pem)
-        context.load_cert_chain(certfile=name)
-    finally:
-        os.unlink(name)
-
-
-# --- failures ------------------------------------------------------------------------------------
-
-
-def outage_from_os_error(exc: OSError, during: str) -> TakOutage:
-    if isinstance(exc, ssl.SSLError):
-        return _outage_from_tls_error(exc, during)
-    if isinstance(exc, ConnectionRefusedError):
-        return TakOutage(OutageKind.UNREACHABLE, f"connection refused ({during})")
-    if isinstance(exc, ConnectionError):  # reset, aborted, broken pipe
-        return TakOutage(OutageKind.CLOSED, f"{exc.strerror or exc} ({during})")
-    if isinstance(exc, TimeoutError | socket.gaierror) or exc.errno in {
-        errno.EHOSTUNREACH,
-        errno.ENETUNREACH,
-    }:
-        return TakOutage(OutageKind.UNREACHABLE, f"{exc} ({during})")
-    return TakOutage(OutageKind.CLOSED, f"{exc} ({during})")
-
-
-_CLIENT_CERT_REJECTED = (
-    "CERTIFICATE_REQUIRED",
-    "BAD_CERTIFICATE",
-    "UNKNOWN_CA",
-    "CERTIFICATE_UNKNOWN",
-    "CERTIFICATE_EXPIRED",
-    "CERTIFICATE_REVOKED",
-    "UNSUPPORTED_CERTIFICATE",
-    "ACCESS_DENIED",
-)
-
-
-def _outage_from_tls_error(exc: ssl.SSLError, during: str) -> TakOutage:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        # 62 = X509_V_ERR_HOSTNAME_MISMATCH, 64 = X509_V_ERR_IP_ADDRESS_MISMATCH
-        if exc.verify_code in {62, 64}:
-            return TakOutage(
-                OutageKind.TLS_HOSTNAME,
-                f"server certificate does not match the host name: {exc.verify_message} "
-                "(set TAK_TLS_SERVER_NAME or fix TAK_URL)",
-            )
-        return TakOutage(
-            OutageKind.TLS_SERVER_CERT,
-            f"server certificate rejected: {exc.verify_message} (is TAK_TLS_CA the server's CA?)",
-        )
-    reason = exc.reason or ""
-    if any(marker in reason for marker in _CLIENT_CERT_REJECTED):
-        return TakOutage(
-            OutageKind.TLS_CLIENT_CERT,
-            f"the server rejected our client certificate ({reason}, {during}): "
-            "is TAK_TLS_CERT issued by the CA the server trusts?",
-        )
-    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
-        return TakOutage(OutageKind.CLOSED, f"TLS connection closed by the server ({during})")
-    return TakOutage(OutageKind.TLS_OTHER, f"{reason or exc} ({during})")
-
-
-REJECTION_KINDS = frozenset({OutageKind.CLOSED, OutageKind.TLS_CLIENT_CERT})
 
 
 # --- one stream socket ---------------------------------------------------------------------------

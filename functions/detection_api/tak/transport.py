@@ -1,58 +1,60 @@
 """One connection to a TAK server: send CoT events, and know when the server has processed them.
 
 A successful ``sendall`` proves nothing. How a batch is confirmed depends on the server
-(``TAK_CONFIRM``, see ``tak_confirm``): by the pong that answers the ping written after it
+(``TAK_CONFIRM``, see ``confirm.py``): by the pong that answers the ping written after it
 (TAK Server, taky), by reading the events back on a second connection of our own (any server that
 relays events between clients: FreeTAKServer, OpenTAKServer, taky), or not at all (``none``, and
 UDP, which is best effort and says so). ``auto`` probes the server on every connect.
 
-Every connection starts with the forwarder's presence event (``tak_presence``): FreeTAKServer
-takes the first event of a connection as the client's identity. The wire itself (TLS, errors,
-whole-event writes, the bounded incremental reader) is ``tak_stream``; its public names are
-re-exported here.
+Every connection starts with the forwarder's presence event (``presence.py``): FreeTAKServer
+takes the first event of a connection as the client's identity. The wire itself (whole-event
+writes, the bounded incremental reader) is ``stream.py``, where to connect and TLS ``endpoint.py``,
+failures ``errors.py``. This module holds the stream connection and its pong confirmation;
+read-back confirmation is ``readback.py``, UDP ``udp.py``, the interface the forwarder uses
+``connection.py``. Their public names are re-exported here: ``detection_api.tak.transport`` is the
+TAK client's one import.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import select
-import socket
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Protocol
-from xml.sax.saxutils import unescape  # nosec B406 # unescapes a uid we wrote; parses nothing
 
 from detection_api.cot import PONG_TYPE, build_ping
-from detection_api.tak.confirm import (
-    ConfirmMode,
-    ReadbackLedger,
-    new_nonce,
-    stamp_nonce,
+from detection_api.tak.confirm import ConfirmMode, ReadbackLedger
+from detection_api.tak.connection import TakConnection
+from detection_api.tak.endpoint import Scheme, TakEndpoint, TlsFiles, build_ssl_context
+from detection_api.tak.errors import (
+    REJECTION_KINDS,
+    OutageKind,
+    TakConfirmTimeout,
+    TakError,
+    TakOutage,
 )
 from detection_api.tak.presence import PRESENCE_REFRESH_SECONDS, Presence
+from detection_api.tak.readback import (
+    READBACK_IDENTIFY_AFTER_SECONDS,
+    READBACK_PROBE_EVERY_SECONDS,
+    READBACK_PROBE_SECONDS,
+    READBACK_WINDOW_BYTES,
+    ReadbackConfirmation,
+    event_uid,
+)
 from detection_api.tak.stream import (
     CONNECT_TIMEOUT_SECONDS,
     FIRST_PONG_MAX_SECONDS,
     FIRST_PONG_STREAMING_MAX_SECONDS,
     MAX_UDP_EVENT_BYTES,
     MAX_UNFINISHED_EVENT_BYTES,
-    REJECTION_KINDS,
     TLS_RECORD_BYTES,
     CotSocket,
     CotStreamReader,
-    OutageKind,
-    Scheme,
     SeenEvent,
-    TakConfirmTimeout,
-    TakEndpoint,
-    TakError,
-    TakOutage,
-    TlsFiles,
-    build_ssl_context,
-    outage_from_os_error,
 )
+from detection_api.tak.udp import UdpTakConnection
 
 __all__ = [
     "CONNECT_TIMEOUT_SECONDS",
@@ -60,6 +62,10 @@ __all__ = [
     "FIRST_PONG_STREAMING_MAX_SECONDS",
     "MAX_UDP_EVENT_BYTES",
     "MAX_UNFINISHED_EVENT_BYTES",
+    "READBACK_IDENTIFY_AFTER_SECONDS",
+    "READBACK_PROBE_EVERY_SECONDS",
+    "READBACK_PROBE_SECONDS",
+    "READBACK_WINDOW_BYTES",
     "TLS_RECORD_BYTES",
     "ConfirmMode",
     "CotStreamReader",
@@ -74,76 +80,19 @@ __all__ = [
     "TlsFiles",
     "UdpTakConnection",
     "build_ssl_context",
+    "event_uid",
     "open_connection",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PRESENCE = Presence("detection-api.forwarder", "detection-api")
-# auto/readback: how long the forwarder's own presence may take to come back on the read-back
-# connection, how often it is re-sent meanwhile, and when the read-back connection announces
-# itself (FreeTAKServer routes only to identified clients; OpenTAKServer ignores for the whole
-# session a client that sends before its broker channel is up, ~2 s after connecting).
-READBACK_PROBE_SECONDS = 10.0
-READBACK_PROBE_EVERY_SECONDS = 1.0
-READBACK_IDENTIFY_AFTER_SECONDS = 2.5
 # After the presence, the first thing on a connection: wait this long (or until the server says
 # something) before writing anything else, so the presence is read alone (FreeTAKServer).
 PRESENCE_SETTLE_SECONDS = 0.5
-# readback: bytes written and not yet relayed back, at most (a sliding window). Over plain TCP
-# OpenTAKServer parses each 64 KiB read alone and drops the event a read ends in, so more than
-# 64 KiB waiting in its socket loses an event on every read, and again on every resend. Over TLS
-# a read ends with a record of whole events: the window there only keeps the pipe bounded.
-READBACK_WINDOW_BYTES = {Scheme.TCP: 48 * 1024, Scheme.TLS: 512 * 1024}
-_UID = re.compile(rb"<event\b[^>]*?\suid=\"([^\"]*)\"")
 
 
-def event_uid(event: bytes) -> str:
-    """The uid attribute of a serialised event (as a parser would report it)."""
-    match = _UID.search(event)
-    if match is None:
-        raise ValueError("a CoT event without a uid")
-    return unescape(match.group(1).decode(), {"&quot;": '"'})
-
-
-class TakConnection(Protocol):
-    """What the forwarder needs from a connection."""
-
-    endpoint: TakEndpoint
-
-    @property
-    def confirms(self) -> bool:
-        """False while nothing written is ever acknowledged (UDP, TAK_CONFIRM=none)."""
-        ...
-
-    @property
-    def mode(self) -> ConfirmMode: ...
-
-    @property
-    def connected(self) -> bool: ...
-
-    def connect(self) -> None: ...
-
-    def send(self, events: Sequence[bytes]) -> int:
-        """Write events (and whatever confirms them). Returns the batch's sequence number."""
-        ...
-
-    def wait_confirmed(self, seq: int, timeout: float) -> None:
-        """Block until batch ``seq`` is confirmed (a no-op when nothing confirms)."""
-        ...
-
-    def counters(self) -> dict[str, int]:
-        """Cumulative anomaly counts (unsolicited pongs, oversized events, ...)."""
-        ...
-
-    def drain(self) -> None:
-        """Read and account for what the server sent, without waiting (raises TakOutage)."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class StreamTakConnection:
+class StreamTakConnection(ReadbackConfirmation):
     """TCP or TLS: the forwarder's events on one socket, confirmed as ``TAK_CONFIRM`` says."""
 
     def __init__(
@@ -308,48 +257,6 @@ class StreamTakConnection:
         self._drain(self._require_main(), 0.3)
         return ConfirmMode.NONE
 
-    def _probe_readback(self) -> bool:
-        """Open the read-back connection and wait for our own presence event to come back.
-
-        Two tries, half the probe time each: first the read-back connection announces itself at
-        once (FreeTAKServer routes only to identified clients, and over TLS a client that stays
-        silent holds up its accept loop); then a fresh one that waits
-        ``READBACK_IDENTIFY_AFTER_SECONDS`` first (OpenTAKServer ignores, for the whole session,
-        a client that sends before its broker channel is up)."""
-        budget = self._readback_probe_seconds / 2
-        return self._probe_readback_once(0.0, budget) or self._probe_readback_once(
-            READBACK_IDENTIFY_AFTER_SECONDS, budget
-        )
-
-    def _probe_readback_once(self, identify_after: float, budget: float) -> bool:
-        readback = self._new_socket()
-        readback.connect()
-        self._readback = readback
-        started = time.monotonic()
-        identified = False
-        nonces: set[str] = set()
-        next_probe = started
-        while (now := time.monotonic()) < started + budget:
-            if not identified and now - started >= identify_after:
-                self._write_presence(readback, self.readback_presence)
-                identified = True
-            if now >= next_probe:
-                nonce = new_nonce()
-                nonces.add(nonce)
-                probe = stamp_nonce(self.presence.event(datetime.now(UTC)), nonce)
-                self._require_main().write([probe])
-                next_probe = now + READBACK_PROBE_EVERY_SECONDS
-            for sock, seen in self._read_any(min(0.2, max(0.0, next_probe - now))):
-                if sock is readback and any(
-                    e.uid == self.presence.uid and e.nonce in nonces for e in seen
-                ):
-                    if not identified:  # a proper client announces itself all the same
-                        self._write_presence(readback, self.readback_presence)
-                    return True
-        readback.close(drain_seconds=0.1)
-        self._readback = None
-        return False
-
     def _write_presence(self, sock: CotSocket, presence: Presence) -> None:
         sock.write([presence.event(datetime.now(UTC))])
         if sock is self._main:
@@ -376,65 +283,6 @@ class StreamTakConnection:
             return self._pings_sent
         main.write(out)
         return self._seq
-
-    def _send_in_windows(self, main: CotSocket, out: list[bytes], events: Sequence[bytes]) -> int:
-        """Write ``events`` stamped with fresh nonces, never more than ``READBACK_WINDOW_BYTES``
-        of them written and not yet read back (a sliding window: a write waits only for the
-        room it needs). Returns the sequence number of the last write."""
-        self._seq -= 1  # each write takes its own number below
-        chunk: list[bytes] = list(out)  # the presence refresh, if any, goes with the first
-        items: list[tuple[str, str]] = []
-        sizes: list[int] = []
-        for event in events:
-            nonce = new_nonce()
-            stamped = stamp_nonce(event, nonce)
-            if sum(sizes) + len(stamped) > self._window_room():
-                if chunk:
-                    self._write_stamped(main, chunk, items, sizes)
-                    chunk, items, sizes = [], [], []
-                self._wait_for_room(len(stamped))
-            chunk.append(stamped)
-            items.append((event_uid(event), nonce))
-            sizes.append(len(stamped))
-        if chunk:
-            self._write_stamped(main, chunk, items, sizes)
-        return self._seq
-
-    def _write_stamped(
-        self, main: CotSocket, chunk: list[bytes], items: list[tuple[str, str]], sizes: list[int]
-    ) -> None:
-        self._seq += 1
-        self._ledger.expect(self._seq, items)
-        for (_, nonce), size in zip(items, sizes, strict=True):
-            self._unconfirmed[nonce] = size
-        main.write(chunk)
-
-    def _unconfirmed_bytes(self) -> int:
-        for nonce in [n for n in self._unconfirmed if not self._ledger.waiting(n)]:
-            del self._unconfirmed[nonce]
-        return sum(self._unconfirmed.values())
-
-    def _window_room(self) -> int:
-        return READBACK_WINDOW_BYTES[self.endpoint.scheme] - self._unconfirmed_bytes()
-
-    def _wait_for_room(self, needed: int) -> None:
-        """Read until ``needed`` bytes fit in the window (or nothing is unconfirmed). The timeout
-        runs from the last event read back: a slow server that keeps relaying is not stuck."""
-        deadline = time.monotonic() + self._window_timeout
-        waiting = self._ledger.outstanding()
-        while self._unconfirmed_bytes() and self._window_room() < needed:
-            if self._ledger.outstanding() < waiting:
-                waiting = self._ledger.outstanding()
-                deadline = time.monotonic() + self._window_timeout
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                missing = self._ledger.outstanding()
-                self._abort()
-                raise TakConfirmTimeout(
-                    f"{missing} event(s) not relayed back by {self.endpoint} "
-                    f"within {self._window_timeout:g} s"
-                )
-            self._read_any(remaining)
 
     def drain(self, max_reads: int = 64) -> None:
         """Read what the server has sent so far without waiting. Called when idle and before
@@ -473,24 +321,6 @@ class StreamTakConnection:
                 raise TakConfirmTimeout(f"no pong from {self.endpoint} within {timeout:g} s")
             if self._read_any(remaining) and while_receiving:
                 deadline = min(hard_deadline, time.monotonic() + timeout)
-
-    def _wait_readback(self, seq: int, timeout: float) -> None:
-        """The timeout runs from the last event read back (a slow server that keeps relaying
-        is not stuck); a stalled one costs the batch an attempt."""
-        deadline = time.monotonic() + timeout
-        waiting = self._ledger.outstanding()
-        while not self._ledger.done(seq):
-            if self._ledger.outstanding() < waiting:
-                waiting = self._ledger.outstanding()
-                deadline = time.monotonic() + timeout
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                missing = self._ledger.outstanding()
-                self._abort()
-                raise TakConfirmTimeout(
-                    f"{missing} event(s) not relayed back by {self.endpoint} within {timeout:g} s"
-                )
-            self._read_any(remaining)
 
     def _read_any(self, timeout: float) -> list[tuple[CotSocket, list[SeenEvent]]]:
         """Read whatever arrives on either socket within ``timeout``, and account for it."""
@@ -553,59 +383,6 @@ class StreamTakConnection:
                 self._oversized_closed += sock.oversized_events
                 sock.close(drain_seconds)
         self._main = self._readback = None
-
-
-class UdpTakConnection:
-    """Best effort: one event per datagram, nothing ever confirmed."""
-
-    confirms = False
-    mode = ConfirmMode.NONE
-
-    def __init__(self, endpoint: TakEndpoint) -> None:
-        self.endpoint = endpoint
-        self._sock: socket.socket | None = None
-        self._address: tuple[str, int] | None = None
-
-    @property
-    def connected(self) -> bool:
-        return self._sock is not None
-
-    def connect(self) -> None:
-        self.close()
-        try:
-            info = socket.getaddrinfo(
-                self.endpoint.host, self.endpoint.port, type=socket.SOCK_DGRAM
-            )[0]
-        except OSError as exc:
-            raise outage_from_os_error(exc, f"resolving {self.endpoint}") from exc
-        family, kind, proto, _, address = info
-        self._sock = socket.socket(family, kind, proto)
-        self._address = (str(address[0]), int(address[1]))
-
-    def send(self, events: Sequence[bytes]) -> int:
-        if self._sock is None or self._address is None:
-            raise TakOutage(OutageKind.CLOSED, f"not connected to {self.endpoint}")
-        try:
-            for event in events:
-                self._sock.sendto(event, self._address)
-        except OSError as exc:
-            self.close()
-            raise outage_from_os_error(exc, f"sending to {self.endpoint}") from exc
-        return 0
-
-    def wait_confirmed(self, seq: int, timeout: float) -> None:
-        """Nothing to wait for: UDP has no acknowledgement."""
-
-    def counters(self) -> dict[str, int]:
-        return {}
-
-    def drain(self) -> None:
-        """Nothing comes back over UDP."""
-
-    def close(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()
 
 
 def open_connection(
