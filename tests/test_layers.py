@@ -26,7 +26,7 @@ LAYERS = {
     "cli": 4,
 }
 # Shared by every layer; they import nothing but each other (and the pure layer).
-SHARED = {"settings", "auth", "logs", "stop_signal"}
+SHARED = {"settings", "auth", "logs", "stop_signal", "backoff"}
 # Known upward imports, to be removed (issue 14): module -> the modules it may still import.
 KNOWN = {
     "detection_api.tak.forwarder_metrics": {"detection_api.app.metrics"},
