@@ -130,7 +130,7 @@ def test_values_that_follow_from_the_id_are_not_stored(redis: Redis) -> None:
     store = RecordStore(redis, RETENTION)
     fields = {"state": "queued", "detection_id": "r1", "uid": "detection-api.r1", "job_id": "r1"}
     _store(redis, store, "r1", fields)
-    assert set(redis.hkeys(record_key("r1"))) == {b"s", b"ca"}
+    assert set(redis.hkeys(record_key("r1"))) == {b"state", b"ca"}
     record = store.get("r1")
     assert record is not None
     assert (record["detection_id"], record["uid"]) == ("r1", "detection-api.r1")
@@ -215,5 +215,5 @@ def test_records_of_earlier_versions_are_read_and_marked_with_their_own_names(
     assert record["geolocation"] == {"lat": 1.0}
     assert record["cot"] == "<event/>"
     assert "idem" not in record
-    assert not redis.hexists(record_key("old"), "s")  # no compact field mixed in
+    assert not redis.hexists(record_key("old"), "ka")  # no compact field mixed in
     assert redis.ttl("detection:idem:old") > RETENTION - 5

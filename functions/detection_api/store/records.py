@@ -63,7 +63,7 @@ class DeliveryState(StrEnum):
 
 # API name -> field name in the compact record hash.
 FIELDS: dict[str, str] = {
-    "state": "s",
+    "state": "state",  # long names kept for the two fields operators and tools read directly
     "detection_id": "d",
     "uid": "u",
     "cot_type": "t",
@@ -83,7 +83,7 @@ FIELDS: dict[str, str] = {
     "updated_at": "ua",
     "sent_at": "sa",
     "confirmed_at": "ka",
-    "attempts": "n",
+    "attempts": "attempts",
     "last_error": "e",
 }
 _NAMES = {short: name for name, short in FIELDS.items()}
@@ -201,8 +201,8 @@ def _text(value: bytes | str) -> str:
 
 
 def is_legacy(raw: dict[Any, Any]) -> bool:
-    """A record written before the compact encoding (long field names)."""
-    return b"state" in raw or "state" in raw
+    """A record written before the compact encoding (long field names, ``id`` among them)."""
+    return b"id" in raw or "id" in raw
 
 
 def decode(record_id: str, raw: dict[Any, Any]) -> dict[str, Any]:
@@ -365,7 +365,7 @@ def _chunks(record_ids: Sequence[str]) -> list[list[str]]:
 # the record had expired (its state always exists), and then the resurrected key is deleted.
 _SENT_SCRIPT = """
 for _, key in ipairs(KEYS) do
-  if redis.call('HSET', key, 's', 'sent', 'sa', ARGV[1]) == 2 then redis.call('DEL', key) end
+  if redis.call('HSET', key, 'state', 'sent', 'sa', ARGV[1]) == 2 then redis.call('DEL', key) end
 end
 return #KEYS
 """
@@ -374,7 +374,7 @@ return #KEYS
 # The job is deleted with the confirmation: the record's pointer to it goes too.
 _CONFIRMED_SCRIPT = """
 for _, key in ipairs(KEYS) do
-  if redis.call('HSET', key, 's', 'confirmed', 'ka', ARGV[1]) == 2 then
+  if redis.call('HSET', key, 'state', 'confirmed', 'ka', ARGV[1]) == 2 then
     redis.call('DEL', key)
   else
     redis.call('HDEL', key, 'j')
@@ -392,7 +392,7 @@ _MARK_SCRIPT = """
 local marked = 0
 for _, key in ipairs(KEYS) do
   if redis.call('EXISTS', key) == 1 then
-    if redis.call('HEXISTS', key, 'state') == 1 then
+    if redis.call('HEXISTS', key, 'id') == 1 then
       redis.call('HSET', key, 'state', ARGV[1], 'updated_at', ARGV[2])
       if ARGV[1] == 'confirmed' then
         redis.call('HSET', key, 'confirmed_at', ARGV[2])
@@ -403,10 +403,10 @@ for _, key in ipairs(KEYS) do
       if ARGV[4] == '1' then redis.call('HINCRBY', key, 'attempts', 1) end
       if ARGV[5] ~= '' then redis.call('HSET', key, 'last_error', ARGV[5]) end
     else
-      redis.call('HSET', key, 's', ARGV[1], 'ua', ARGV[3])
+      redis.call('HSET', key, 'state', ARGV[1], 'ua', ARGV[3])
       if ARGV[1] == 'confirmed' then redis.call('HSET', key, 'ka', ARGV[3]) end
       if ARGV[1] == 'sent' then redis.call('HSET', key, 'sa', ARGV[3]) end
-      if ARGV[4] == '1' then redis.call('HINCRBY', key, 'n', 1) end
+      if ARGV[4] == '1' then redis.call('HINCRBY', key, 'attempts', 1) end
       if ARGV[5] ~= '' then redis.call('HSET', key, 'e', ARGV[5]) end
     end
     if ARGV[6] ~= '' then redis.call('EXPIRE', key, ARGV[6]) end

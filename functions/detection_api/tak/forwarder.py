@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue
-from rq.registry import FailedJobRegistry
+from rq import Queue, Worker
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from detection_api.store.audit import AuditLog
 from detection_api.store.claims import ClaimLedger
@@ -114,7 +114,17 @@ class Forwarder:
         )
         self.name = name or default_forwarder_name()
         self.queue = tak_queue(redis)
-        self.ledger = ClaimLedger(redis, self.queue.key, self.name, config.alive_ttl_seconds)
+        # Claimed jobs are listed in rq's started registry and the rq worker is marked busy, so
+        # ``rq info`` and rq-dashboard show what is in flight.
+        self.ledger = ClaimLedger(
+            redis,
+            self.queue.key,
+            self.name,
+            config.alive_ttl_seconds,
+            started_registry_key=StartedJobRegistry(self.queue.name, connection=redis).key,
+            worker_key=Worker.redis_worker_namespace_prefix + self.name,
+            started_ttl_seconds=config.health_max_age_seconds,
+        )
         self.failed_registry_key = FailedJobRegistry(self.queue.name, connection=redis).key
         self.notify_queue = notify_queue  # None: Discord notifications are off
         self.outcomes = Outcomes(
@@ -154,6 +164,7 @@ class Forwarder:
         self._redis_backoff = Backoff(config.reconnect_base_seconds, config.reconnect_max_seconds)
         self._ever_connected = False
         self._claims_uncertain = False  # a Redis error may have left ids in our in-flight list
+        self._busy = False  # what rq's worker registry says about this forwarder
         self._pending: deque[_SentBatch] = deque()  # written, waiting for their pongs (in order)
         # Jobs carry 1..100 events (v2): claim about batch_size events, not batch_size jobs.
         self._events_per_job = 1.0
@@ -221,9 +232,12 @@ class Forwarder:
             jobs_wanted = max(1, round(self.config.batch_size / self._events_per_job))
             ids = self.ledger.claim(jobs_wanted, block)
             if ids:
+                self._busy = True  # (the claim script told rq)
                 self._send_batch(ids)
                 return True
             if not self._pending:
+                if self._busy:
+                    self._busy = not self.registration.set_idle()
                 self._drain_while_idle()
                 return not burst
         if self._pending:

@@ -13,6 +13,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
+from rq.worker import WorkerStatus
 
 from detection_api.store.claims import ClaimLedger
 from detection_api.tak.forwarder_config import ForwarderConfig
@@ -55,6 +56,7 @@ class Registration:
             worker_ttl=self.config.rq_worker_ttl_seconds,
         )
         self.worker.register_birth()
+        self.worker.set_state(WorkerStatus.IDLE)
         self.ledger.refresh_alive()
         self.tak_status.refresh()
         self.reap()
@@ -80,6 +82,13 @@ class Registration:
         except RedisError as exc:
             # The claims stay in Redis; another forwarder returns them once our alive key expires.
             log.error("Redis unavailable during shutdown (%s): claims are left to the reaper", exc)
+
+    def set_idle(self) -> bool:
+        """Tell rq this worker waits for work (claims set it ``busy``). False if not registered."""
+        if self.worker is None:
+            return False
+        self.worker.set_state(WorkerStatus.IDLE)
+        return True
 
     def reap(self) -> None:
         for reaped in self.ledger.reap_dead_forwarders():

@@ -136,8 +136,8 @@ class Outcomes:
         the rest go back to the front. Returns (jobs retried, jobs dead-lettered)."""
         with self.redis.pipeline(transaction=False) as pipe:
             for p in payloads:
-                pipe.hmget(record_key(p.record_id), "attempts", "n")
-            attempts = [int(a or n or 0) + 1 for a, n in pipe.execute()]
+                pipe.hget(record_key(p.record_id), "attempts")
+            attempts = [int(a or 0) + 1 for a in pipe.execute()]
         # A job's events always travel together: the job is out of attempts when one of them is.
         exhausted = {
             p.job_id for p, n in zip(payloads, attempts, strict=True) if n >= self.max_attempts
@@ -174,8 +174,8 @@ class Outcomes:
         jobs = Job.fetch_many(ids, self.redis, serializer=JSONSerializer)
         with self.redis.pipeline(transaction=False) as read:
             for job_id in ids:
-                read.hmget(record_key(job_id), "state", "s")
-            record_states = [(s or c or b"").decode() or None for s, c in read.execute()]
+                read.hget(record_key(job_id), "state")
+            record_states = [s.decode() if s else None for s in read.execute()]
         dead = 0
         for job_id, job, state in zip(ids, jobs, record_states, strict=True):
             reason = reasons[job_id]
