@@ -18,7 +18,7 @@ A warm-up round of the same shape runs first, so one-time structures (the audit 
 queue set, the forwarder's registration) are not charged to the measured detections.
 
 ``python -m bench.redis_cost`` prints the rows; ``--profile`` also prints the forwarder's cProfile
-top entries (by own time) for a third round.
+top entries (by own CPU time) for a third round.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def measure(*, profile: bool = False) -> tuple[dict[str, float], str]:
                 calls2, mem2 = command_calls(redis), used_memory(redis)
                 report = ""
                 if profile:
-                    profiler = cProfile.Profile()
+                    profiler = cProfile.Profile(time.process_time)  # CPU, not waiting
                     post_lists(port, DETECTIONS)
                     forward_all(redis, url, files, profiler)
                     out = io.StringIO()

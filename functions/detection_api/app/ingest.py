@@ -40,6 +40,7 @@ from detection_api.store.audit import AuditEvent, AuditLog
 from detection_api.store.records import (
     DeliveryState,
     RecordStore,
+    new_record,
     new_record_id,
 )
 from detection_api.store.tak_jobs import (
@@ -241,23 +242,23 @@ class Ingestor:
                 geolocation=geolocation,
                 filter_reason=filter_reason,
             )
-            fields = {
-                "state": state.value,
-                "detection_id": detection_id,
-                "uid": result.uid,
-                "cot_type": result.cot_type,
-                "cot": result.cot_xml,
-                "object_class": det.object_class,
-                "ai_confidence": repr(det.ai_confidence),
-                "camera_id": det.camera_id,
-                "track_id": det.track_id,
-                "source": det.source,
-                "event_source": sub.event_source,
-                "event_id": sub.event_id,
-                "producer": sub.producer,
-                "filter_reason": filter_reason,
-                "geolocation": geolocation,
-            }
+            fields = new_record(
+                state=state,
+                detection_id=detection_id,
+                uid=result.uid,
+                cot_type=result.cot_type,
+                cot=result.cot_xml,
+                object_class=det.object_class,
+                ai_confidence=det.ai_confidence,
+                camera_id=det.camera_id,
+                track_id=det.track_id,
+                source=det.source,
+                event_source=sub.event_source,
+                event_id=sub.event_id,
+                producer=sub.producer,
+                filter_reason=filter_reason,
+                geolocation=geolocation,
+            )
             out[i] = (outcome, fields)
         if errors:
             raise Problem(

@@ -153,6 +153,44 @@ def _pieces(short: str, value: str) -> dict[str, str]:
     return {short if n == 0 else f"{short}{_PIECE}{n}": part for n, part in enumerate(parts)}
 
 
+def new_record(
+    *,
+    state: DeliveryState,
+    detection_id: str,
+    uid: str,
+    cot_type: str,
+    cot: str,
+    object_class: str,
+    ai_confidence: float,
+    camera_id: str | None,
+    track_id: str | None,
+    source: str | None,
+    event_source: str | None,
+    event_id: str | None,
+    producer: str,
+    filter_reason: str | None,
+    geolocation: dict[str, Any],
+) -> dict[str, Any]:
+    """The fields of a new record (API names; ``write_new`` encodes them)."""
+    return {
+        "state": state.value,
+        "detection_id": detection_id,
+        "uid": uid,
+        "cot_type": cot_type,
+        "cot": cot,
+        "object_class": object_class,
+        "ai_confidence": repr(ai_confidence),
+        "camera_id": camera_id,
+        "track_id": track_id,
+        "source": source,
+        "event_source": event_source,
+        "event_id": event_id,
+        "producer": producer,
+        "filter_reason": filter_reason,
+        "geolocation": geolocation,
+    }
+
+
 def _default(name: str, record_id: str) -> str | None:
     """Values a record does not store because they follow from its id."""
     if name in ("detection_id", "job_id"):

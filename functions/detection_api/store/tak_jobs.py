@@ -304,3 +304,12 @@ def record_ids_of_kwargs(kwargs: Any) -> list[str]:
             if isinstance(i, dict) and isinstance(i.get("record_id"), str)
         ]
     return [kwargs["record_id"]] if isinstance(kwargs.get("record_id"), str) else []
+
+
+def record_ids_of_job(job: Job) -> list[str]:
+    """The records a job carries ([] when its payload cannot be decoded)."""
+    try:
+        kwargs = job.kwargs
+    except Exception:  # an undecodable job is still dead-lettered or listed, under its own id
+        return []
+    return record_ids_of_kwargs(kwargs)

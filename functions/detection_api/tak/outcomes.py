@@ -24,7 +24,7 @@ from detection_api.alerts.notify import dead_letter_payload, enqueue_notificatio
 from detection_api.store.audit import AuditEvent, AuditLog
 from detection_api.store.claims import ClaimLedger
 from detection_api.store.records import DeliveryState, RecordStore, record_key
-from detection_api.store.tak_jobs import DeliveryPayload, record_ids_of_kwargs
+from detection_api.store.tak_jobs import DeliveryPayload, record_ids_of_job
 from detection_api.tak.forwarder_metrics import ForwarderMetrics
 from detection_api.tak.jobs import dead_letter
 
@@ -34,14 +34,6 @@ log = logging.getLogger(__name__)
 def job_ids(payloads: Sequence[DeliveryPayload]) -> list[str]:
     """The distinct jobs of some deliveries, in queue order (a v2/v3 job carries several)."""
     return list(dict.fromkeys(p.job_id for p in payloads))
-
-
-def _record_ids_of(job: Job) -> list[str]:
-    try:
-        kwargs = job.kwargs
-    except Exception:  # an undecodable job is still dead-lettered, under its own id
-        return []
-    return record_ids_of_kwargs(kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +178,7 @@ class Outcomes:
             log.error("dead letter %s: %s", job_id, reason)
             record_ids = [job_id]
             if job is not None:  # a vanished job has nothing left to requeue
-                record_ids = _record_ids_of(job) or record_ids
+                record_ids = record_ids_of_job(job) or record_ids
                 dead_letter(job, reason, pipe)
             self.records.mark(pipe, record_ids, DeliveryState.DEAD, error=reason)
             self.audit.append_batch(pipe, AuditEvent.DEAD_LETTERED, record_ids, reason=reason)
