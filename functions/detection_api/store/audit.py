@@ -23,7 +23,8 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from detection_api.store.records import DeliveryState, decode, is_legacy, record_key
+from detection_api.store.record_fields import DeliveryState, decode, is_legacy
+from detection_api.store.records import record_key
 
 AUDIT_STREAM = "detection:audit"
 RECORD_TRAIL_PREFIX = "detection:audit:"

@@ -144,6 +144,40 @@ def read_job_calls(redis: Redis, job_ids: Sequence[str]) -> list[JobCall | Paylo
     return [None if raw is None else _decode_call(raw) for raw in raw_values]
 
 
+VANISHED = "job data missing from Redis (deleted or evicted)"
+
+
+def read_batch(
+    redis: Redis,
+    job_ids: Sequence[str],
+    *,
+    now: float,
+    retention_seconds: float,
+    max_event_bytes: int | None = None,
+) -> tuple[list[DeliveryPayload], dict[str, str]]:
+    """The deliveries of claimed jobs, in order, and the jobs that can never be delivered (job
+    id -> reason), read in one round trip."""
+    payloads: list[DeliveryPayload] = []
+    rejected: dict[str, str] = {}
+    for job_id, call in zip(job_ids, read_job_calls(redis, job_ids), strict=True):
+        if call is None or isinstance(call, PayloadRejected):
+            rejected[job_id] = VANISHED if call is None else call.reason
+            continue
+        try:
+            payloads.extend(
+                parse_job_call(
+                    job_id,
+                    call,
+                    now=now,
+                    retention_seconds=retention_seconds,
+                    max_event_bytes=max_event_bytes,
+                )
+            )
+        except PayloadRejected as exc:
+            rejected[job_id] = exc.reason
+    return payloads, rejected
+
+
 def _decode_call(raw: bytes) -> JobCall | PayloadRejected:
     try:
         data = zlib.decompress(raw)

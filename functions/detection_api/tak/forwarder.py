@@ -38,13 +38,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from detection_api.store.audit import AuditLog
 from detection_api.store.claims import ClaimLedger
 from detection_api.store.records import RecordStore
-from detection_api.store.tak_jobs import (
-    DeliveryPayload,
-    PayloadRejected,
-    parse_job_call,
-    read_job_calls,
-    tak_queue,
-)
+from detection_api.store.tak_jobs import DeliveryPayload, read_batch, tak_queue
 from detection_api.tak.confirm import ConfirmMode
 from detection_api.tak.forwarder_config import ForwarderConfig, default_forwarder_name
 from detection_api.tak.forwarder_metrics import ForwarderMetrics
@@ -62,8 +56,6 @@ from detection_api.tak.transport import (
 __all__ = ["Backoff", "Forwarder", "ForwarderConfig", "default_forwarder_name"]
 
 log = logging.getLogger(__name__)
-
-VANISHED = "job data missing from Redis (deleted or evicted)"
 
 
 class Backoff:
@@ -340,24 +332,13 @@ class Forwarder:
         """Fetch and check the claimed jobs, dead-letter the undeliverable, mark the rest sent and
         write them followed by one ping."""
         now = time.time()
-        payloads: list[DeliveryPayload] = []
-        rejected: dict[str, str] = {}  # job id -> reason
-        for job_id, call in zip(ids, read_job_calls(self.redis, ids), strict=True):
-            if call is None or isinstance(call, PayloadRejected):
-                rejected[job_id] = VANISHED if call is None else call.reason
-                continue
-            try:
-                payloads.extend(
-                    parse_job_call(
-                        job_id,
-                        call,
-                        now=now,
-                        retention_seconds=self.config.retention_seconds,
-                        max_event_bytes=self._max_event_bytes,
-                    )
-                )
-            except PayloadRejected as exc:
-                rejected[job_id] = exc.reason
+        payloads, rejected = read_batch(
+            self.redis,
+            ids,
+            now=now,
+            retention_seconds=self.config.retention_seconds,
+            max_event_bytes=self._max_event_bytes,
+        )
         delivered_jobs = len(ids) - len(rejected)
         if delivered_jobs:
             self._events_per_job = 0.5 * self._events_per_job + 0.5 * len(payloads) / delivered_jobs
