@@ -212,9 +212,8 @@ def decode(record_id: str, raw: dict[Any, Any]) -> dict[str, Any]:
         else:
             record[name] = value
     record.pop("job_id", None)  # internal
-    record.setdefault(
-        "updated_at", max(record.get(t, 0.0) for t in ("created_at", "sent_at", "confirmed_at"))
-    )
+    # The hot path writes only its own timestamp: the last change is the latest of them.
+    record["updated_at"] = max(record.get(t, 0.0) for t in _TIMES)
     return record
 
 
