@@ -8,6 +8,7 @@ from redis import Redis
 from detection_api.store.atomic import AtomicWriter
 from detection_api.store.tak_jobs import (
     PAYLOAD_VERSION,
+    VANISHED,
     Delivery,
     PayloadRejected,
     check_cot_events,
@@ -17,6 +18,7 @@ from detection_api.store.tak_jobs import (
     job_kwargs,
     parse_job_call,
     parse_payload,
+    read_batch,
     read_job_calls,
     tak_queue,
 )
@@ -105,3 +107,20 @@ def test_jobs_are_read_back_from_redis_and_their_cot_found_by_record(redis: Redi
     assert cot_of(redis, "r0", "r2") == event("u2")
     assert cot_of(redis, "r0", "r9") is None
     assert cot_of(redis, "gone", "r2") is None
+
+
+def test_a_batch_reads_deliveries_and_names_what_can_never_be_delivered(redis: Redis) -> None:
+    writer = AtomicWriter(redis)
+    recorder = writer.recorder()
+    queue = tak_queue(redis)
+    enqueue_deliveries(queue, recorder, [Delivery("r1", event("u1"), 1.0)])
+    enqueue_deliveries(queue, recorder, [Delivery("r2", "<event uid='x'/>", 1.0)])
+    assert writer.write_if_absent([], recorder) == []
+    redis.hset("rq:job:bad", "data", b"not zlib, not json")
+    payloads, rejected = read_batch(
+        redis, ["r1", "r2", "gone", "bad"], now=2.0, retention_seconds=60
+    )
+    assert [p.record_id for p in payloads] == ["r1"]
+    assert rejected["r2"] == "CoT event lacks type, how"
+    assert rejected["gone"] == VANISHED
+    assert rejected["bad"].startswith("job payload cannot be decoded")
