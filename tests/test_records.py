@@ -130,7 +130,7 @@ def test_values_that_follow_from_the_id_are_not_stored(redis: Redis) -> None:
     store = RecordStore(redis, RETENTION)
     fields = {"state": "queued", "detection_id": "r1", "uid": "detection-api.r1", "job_id": "r1"}
     _store(redis, store, "r1", fields)
-    assert set(redis.hkeys(record_key("r1"))) == {b"state", b"ca"}
+    assert set(redis.hkeys(record_key("r1"))) == {b"state", b"ca", b"id"}
     record = store.get("r1")
     assert record is not None
     assert (record["detection_id"], record["uid"]) == ("r1", "detection-api.r1")

@@ -5,8 +5,9 @@ API view is decoded from it (either encoding). The one place that knows the reco
 Encoding (the "compact" records, written since job payload v3): field names of one or two letters
 (``FIELDS``; ``state`` and ``attempts`` keep theirs, which operators read with ``HGET``), times as
 integer milliseconds, the geolocation as a JSON array in ``GEO_KEYS`` order, no value longer than
-64 bytes (longer ones in pieces), and nothing that follows from the record id. Records written by
-earlier versions (long field names, ``id`` among them: ``is_legacy``) are decoded as they are.
+64 bytes (longer ones in pieces), and nothing that follows from the record id (except the id
+itself). Records written by earlier versions (long field names, ``created_at`` among them:
+``is_legacy``) are decoded as they are.
 """
 
 from __future__ import annotations
@@ -161,6 +162,9 @@ def encode_fields(fields: dict[str, Any], *, record_id: str, created_at: float) 
             text = json.dumps(value, separators=(",", ":"), default=str)
         out.update(_pieces(FIELDS[name], text))
     out["ca"] = ms(created_at)
+    # The id is redundant with the key, but a previous revision reading this record during a
+    # traffic split (a redelivery answered from it) needs it to answer rather than fail.
+    out["id"] = record_id
     return out
 
 
@@ -185,8 +189,9 @@ def _text(value: bytes | str) -> str:
 
 
 def is_legacy(raw: dict[Any, Any]) -> bool:
-    """A record written before the compact encoding (long field names, ``id`` among them)."""
-    return b"id" in raw or "id" in raw
+    """A record written before the compact encoding (long field names, ``created_at`` among
+    them)."""
+    return b"created_at" in raw or "created_at" in raw
 
 
 def decode(record_id: str, raw: dict[Any, Any]) -> dict[str, Any]:

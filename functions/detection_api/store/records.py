@@ -230,7 +230,7 @@ _MARK_SCRIPT = """
 local marked = 0
 for _, key in ipairs(KEYS) do
   if redis.call('EXISTS', key) == 1 then
-    if redis.call('HEXISTS', key, 'id') == 1 then
+    if redis.call('HEXISTS', key, 'created_at') == 1 then
       redis.call('HSET', key, 'state', ARGV[1], 'updated_at', ARGV[2])
       if ARGV[1] == 'confirmed' then
         redis.call('HSET', key, 'confirmed_at', ARGV[2])

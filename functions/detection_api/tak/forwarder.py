@@ -82,10 +82,6 @@ class _SentBatch:
     payloads: list[DeliveryPayload]
     ping_seq: int
 
-    @property
-    def record_ids(self) -> list[str]:
-        return [p.record_id for p in self.payloads]
-
 
 class Forwarder:
     def __init__(
