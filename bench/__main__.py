@@ -21,7 +21,8 @@ from bench import Row
 
 # Benchmark modules under bench/, in the order they run. Add new ones here.
 MODULES: tuple[str, ...] = (
-    "core", "terrain", "ingest", "forwarder", "end_to_end", "tak_interop", "tak_kill", "taky_store",
+    "core", "terrain", "ingest", "forwarder", "redis_cost", "end_to_end", "tak_interop",
+    "tak_kill", "taky_store",
 )  # fmt: skip
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 

@@ -57,9 +57,9 @@ def test_confirmation_keeps_the_marker_for_retention_and_the_record_shorter(redi
     marker = idempotency_key("sub:a", "ce", "/s", "1")
     _write(redis, store, "r1", marker)
     redis.expire(marker, 100)  # (as if most of the window had passed before confirmation)
-    store.mark(redis, ["r1"], DeliveryState.SENT)
+    store.mark_sent(redis, ["r1"], now=1000.0)
     assert redis.ttl(marker) <= 100  # only confirmation restarts the window
-    store.mark(redis, ["r1"], DeliveryState.CONFIRMED, ttl_seconds=60)
+    store.mark_confirmed(redis, ["r1"], [marker], now=1001.0, ttl_seconds=60)
     assert RETENTION - 5 < redis.ttl(marker) <= RETENTION
     assert 0 < redis.ttl(record_key("r1")) <= 60
     assert redis.memory_usage(marker) < 200  # small: what outlives the record is this marker
@@ -79,9 +79,143 @@ def test_marking_a_large_batch_never_holds_redis_for_50_ms(redis: Redis) -> None
     redis.config_set("slowlog-max-len", 100_000)  # (commands inside scripts are logged too)
     redis.slowlog_reset()
     with redis.pipeline(transaction=True) as pipe:
-        store.mark(pipe, ids, DeliveryState.CONFIRMED, ttl_seconds=60)
+        store.mark_confirmed(pipe, ids, [f"m{i}" for i in range(5000)], now=1000.0, ttl_seconds=60)
         pipe.execute()
     calls = [e for e in redis.slowlog_get(100_000) if e["command"].startswith(b"EVALSHA")]
     assert len(calls) == 5000 // MARK_CHUNK
     assert max(e["duration"] for e in calls) < 50_000  # microseconds
     assert all(redis.ttl(f"m{i}") > RETENTION - 5 for i in (0, 2500, 4999))
+
+
+# --- the compact encoding ----------------------------------------------------------------------
+
+GEO = {
+    "lat": 51.217548739, "lon": -1.804237574, "hae_m": 177.0, "slant_range_m": 176.994,
+    "ground_distance_m": 130.099, "ce90_m": 12.218, "le90_m": 4.935, "ce_m": 5.693, "le_m": 3.0,
+    "flag": "GREEN", "covariance_en_m2": [31.7742, -5.31119, 32.9124], "terrain": "flat",
+}  # fmt: skip
+FIELDS = {
+    "state": "queued", "detection_id": "drone-7-000142", "uid": "detection-api.x.track.7",
+    "cot_type": "a-u-G-E-V", "object_class": "vehicle", "ai_confidence": "0.91",
+    "camera_id": "drone-7-gimbal", "track_id": "7", "source": "urn:detection-api:drone-7",
+    "event_source": "/drones/7", "event_id": "e-42", "producer": "sub:bench",
+    "geolocation": GEO, "job_id": "j1",
+}  # fmt: skip
+
+
+def _store(redis: Redis, store: RecordStore, record_id: str, fields: dict[str, object]) -> None:
+    with redis.pipeline(transaction=True) as pipe:
+        store.write_new(pipe, record_id, fields, now=1000.5)  # type: ignore[arg-type]
+        pipe.execute()
+
+
+def test_a_record_reads_back_as_written_and_stays_listpack_encoded(redis: Redis) -> None:
+    """Every value at most 64 bytes (longer ones in pieces), so Redis keeps the hash as one
+    listpack: a hashtable would take about three times the memory."""
+    store = RecordStore(redis, RETENTION)
+    long_reason = "é" * 40 + "x" * 200  # non-ASCII and longer than a listpack value
+    _store(redis, store, "r1", {**FIELDS, "filter_reason": long_reason})
+    assert redis.object("encoding", record_key("r1")) in (b"listpack", b"ziplist")
+    record = store.get("r1")
+    assert record is not None
+    expected = {k: v for k, v in FIELDS.items() if k != "job_id"}
+    assert {k: record[k] for k in expected} == expected
+    assert record["filter_reason"] == long_reason
+    assert (record["id"], record["attempts"], record["created_at"]) == ("r1", 0, 1000.5)
+    assert record["updated_at"] == 1000.5
+    assert redis.memory_usage(record_key("r1")) < 1000  # as a hashtable: over 2,000
+
+
+def test_values_that_follow_from_the_id_are_not_stored(redis: Redis) -> None:
+    store = RecordStore(redis, RETENTION)
+    fields = {"state": "queued", "detection_id": "r1", "uid": "detection-api.r1", "job_id": "r1"}
+    _store(redis, store, "r1", fields)
+    assert set(redis.hkeys(record_key("r1"))) == {b"state", b"ca", b"id"}
+    record = store.get("r1")
+    assert record is not None
+    assert (record["detection_id"], record["uid"]) == ("r1", "detection-api.r1")
+
+
+def _calls(redis: Redis) -> int:
+    stats = redis.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+
+def test_the_hot_path_costs_one_command_to_send_and_three_to_confirm(redis: Redis) -> None:
+    """Commands inside scripts count (INFO commandstats), plus one EVALSHA per chunk."""
+    store = RecordStore(redis, RETENTION)
+    ids = [f"r{i}" for i in range(100)]
+    for record_id in ids:
+        _store(redis, store, record_id, {"state": "queued", "job_id": "j1"})
+    store.mark_sent(redis, ids, now=1001.0)  # (loads the scripts once)
+    store.mark_confirmed(redis, [], ["m0"], now=1001.0, ttl_seconds=60)
+    before = _calls(redis)
+    store.mark_sent(redis, ids, now=1002.0)
+    assert _calls(redis) - before == 1 + 100  # EVALSHA + one HSET each
+    before = _calls(redis)
+    store.mark_confirmed(redis, ids, ["m1"], now=1003.0, ttl_seconds=60)
+    assert _calls(redis) - before == 1 + 3 * 100 + 1  # HSET, HDEL, EXPIRE each; the marker
+    record = store.get("r7")
+    assert record is not None
+    assert (record["state"], record["sent_at"], record["confirmed_at"]) == (
+        "confirmed",
+        1002.0,
+        1003.0,
+    )
+    assert not redis.hexists(record_key("r7"), "j")  # the job is gone: so is the pointer
+    assert 0 < redis.ttl(record_key("r7")) <= 60
+
+
+def test_the_hot_path_never_resurrects_an_expired_record(redis: Redis) -> None:
+    store = RecordStore(redis, RETENTION)
+    store.mark_sent(redis, ["gone"], now=1.0)
+    store.mark_confirmed(redis, ["gone"], [], now=2.0, ttl_seconds=60)
+    store.mark(redis, ["gone"], DeliveryState.DEAD, error="x")
+    assert not redis.exists(record_key("gone"))
+
+
+def test_the_general_path_counts_attempts_and_errors(redis: Redis) -> None:
+    store = RecordStore(redis, RETENTION)
+    _store(redis, store, "r1", {"state": "queued"})
+    store.mark(
+        redis, ["r1"], DeliveryState.RETRYING, count_attempt=True, error="no pong", now=1005.0
+    )
+    record = store.get("r1")
+    assert record is not None
+    assert (record["state"], record["attempts"], record["last_error"]) == (
+        "retrying",
+        1,
+        "no pong",
+    )
+    assert record["updated_at"] == 1005.0
+
+
+def test_records_of_earlier_versions_are_read_and_marked_with_their_own_names(
+    redis: Redis,
+) -> None:
+    """A v2 job's record (long field names, its marker named inside) during a traffic split."""
+    store = RecordStore(redis, RETENTION)
+    redis.hset(
+        record_key("old"),
+        mapping={
+            "id": "old",
+            "state": "queued",
+            "cot": "<event/>",
+            "attempts": "0",
+            "created_at": "10.5",
+            "geolocation": '{"lat": 1.0}',
+            "idem": "detection:idem:old",
+        },
+    )
+    redis.set("detection:idem:old", "old", ex=100)
+    store.mark(redis, ["old"], DeliveryState.SENT, now=11.0)
+    store.mark(redis, ["old"], DeliveryState.CONFIRMED, now=12.0, ttl_seconds=60)
+    record = store.get("old")
+    assert record is not None
+    assert record["state"] == "confirmed"
+    assert (record["first_sent_at"], record["confirmed_at"]) == (11.0, 12.0)
+    assert record["geolocation"] == {"lat": 1.0}
+    assert record["cot"] == "<event/>"
+    assert "idem" not in record
+    assert not redis.hexists(record_key("old"), "ka")  # no compact field mixed in
+    assert redis.ttl("detection:idem:old") > RETENTION - 5

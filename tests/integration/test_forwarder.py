@@ -420,8 +420,10 @@ def test_mixed_revisions_previous_and_current_payloads_are_both_delivered(
     tak_subscriber: TakSubscriber,
     start_worker: StartWorker,
 ) -> None:
-    """During a traffic split an old revision enqueues v1 (one event per job) and the new one v2
-    (a request's events in one job). One forwarder delivers both; v3 is a dead letter."""
+    """During a traffic split older revisions enqueue v1 (one event per job) and v2 (a request's
+    events in one job, records with long field names) and the new one v3 (compact records). One
+    forwarder delivers all three and updates each record in its own encoding; v4 is a dead
+    letter."""
     redis = redis_server.client()
     old_id = uuid.uuid4().hex
     enqueue_payload(
@@ -434,32 +436,53 @@ def test_mixed_revisions_previous_and_current_payloads_are_both_delivered(
             "accepted_at": time.time(),
         },
     )
-    batch_ids = [uuid.uuid4().hex for _ in range(3)]
+    v2_ids = [uuid.uuid4().hex for _ in range(3)]
+    with redis.pipeline(transaction=True) as pipe:
+        pipe.multi()
+        for record_id in v2_ids:  # as the previous revision wrote them
+            pipe.hset(
+                record_key(record_id),
+                mapping={"id": record_id, "state": "queued", "attempts": "0", "created_at": "1.0"},
+            )
+        items = [{"record_id": r, "cot": detection_cot(r, f"v2-{r}")} for r in v2_ids]
+        tak_queue(redis).enqueue_call(
+            DELIVER_FUNC,
+            kwargs={"v": 2, "accepted_at": time.time(), "deliveries": items},
+            job_id=v2_ids[0],
+            result_ttl=0,
+            failure_ttl=None,
+            ttl=None,
+            pipeline=pipe,
+        )
+        pipe.execute()
+    v3_ids = [uuid.uuid4().hex for _ in range(3)]
     store = RecordStore(redis, RETENTION_SECONDS)
     with redis.pipeline(transaction=True) as pipe:
         pipe.multi()
-        for record_id in batch_ids:
+        for record_id in v3_ids:
             store.write_new(pipe, record_id, {"state": DeliveryState.QUEUED.value})
         enqueue_deliveries(
             tak_queue(redis),
             pipe,
-            [Delivery(r, detection_cot(r, f"v2-{r}"), time.time()) for r in batch_ids],
+            [Delivery(r, detection_cot(r, f"v3-{r}"), time.time()) for r in v3_ids],
             per_job=100,
         )
         pipe.execute()
-    assert tak_queue(redis).job_ids == [old_id, batch_ids[0]]  # 4 detections, 2 jobs
+    assert tak_queue(redis).job_ids == [old_id, v2_ids[0], v3_ids[0]]  # 7 detections, 3 jobs
     future_id = uuid.uuid4().hex
-    enqueue_payload(redis, future_id, {"v": 3, "accepted_at": time.time(), "events": []})
+    enqueue_payload(redis, future_id, {"v": 4, "accepted_at": time.time(), "events": []})
 
     start_worker(taky_tls.client_env())
-    expected = {f"v1-{old_id}", *(f"v2-{r}" for r in batch_ids)}
+    expected = {f"v1-{old_id}", *(f"v2-{r}" for r in v2_ids), *(f"v3-{r}" for r in v3_ids)}
     tak_subscriber.wait_for_uids(expected, timeout=30)
-    confirmed = [Enqueued(r, "") for r in (old_id, *batch_ids)]
-    wait_until(lambda: states(redis, confirmed) == {"confirmed": 4}, 20, what="all confirmed")
+    confirmed = [Enqueued(r, "") for r in (old_id, *v2_ids, *v3_ids)]
+    wait_until(lambda: states(redis, confirmed) == {"confirmed": 7}, 20, what="all confirmed")
+    assert redis.hexists(record_key(v2_ids[0]), "confirmed_at")  # the previous encoding
+    assert redis.hexists(record_key(v3_ids[0]), "ka")  # this revision's
     registry = FailedJobRegistry("tak", connection=redis, serializer=JSONSerializer)
-    wait_until(lambda: future_id in registry.get_job_ids(), 20, what="v3 dead-lettered")
+    wait_until(lambda: future_id in registry.get_job_ids(), 20, what="v4 dead-lettered")
     future = Job.fetch(future_id, connection=redis, serializer=JSONSerializer)
-    assert "payload version 3 is newer than this forwarder supports" in failure_text(future)
+    assert "payload version 4 is newer than this forwarder supports" in failure_text(future)
 
 
 def test_attempts_exhausted_then_rq_requeue_delivers(
@@ -505,6 +528,43 @@ def test_attempts_exhausted_then_rq_requeue_delivers(
     tak_subscriber.wait_for_uids([i.uid for i in items], timeout=10)
     assert len(registry) == 0
     assert not list(redis.scan_iter("rq:job:*"))
+
+
+def rq_info(redis_url: str) -> str:
+    """``rq info`` itself (the real CLI), raw output."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "rq"), "info", "--raw", "-u", redis_url, "tak"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return done.stdout
+
+
+def test_rq_info_shows_the_jobs_in_flight_and_the_forwarder_busy(
+    redis_server: RedisServer,
+    taky_tls: TakyServer,
+    tak_subscriber: TakSubscriber,
+    start_worker: StartWorker,
+) -> None:
+    """Claimed jobs sit in rq's started registry until confirmed, and the forwarder's rq worker
+    is busy meanwhile: ``rq info`` (and rq-dashboard, which reads the same keys) tell the
+    truth."""
+    redis = redis_server.client()
+    worker = start_worker(taky_tls.client_env(), TAK_CONFIRM_TIMEOUT_SECONDS="60")
+    wait_connected(worker)
+    assert " idle " in rq_info(redis_server.url)
+    with frozen(taky_tls):  # the server reads nothing and answers nothing: the batch is held
+        items = enqueue(redis, 3)
+        wait_until(lambda: states(redis, items) == {"sent": 3}, 20, what="the batch written")
+        held = rq_info(redis_server.url)
+        assert "queue tak 0, 3 executing" in held
+        assert " busy tak" in held
+    wait_until(lambda: states(redis, items) == {"confirmed": 3}, 30, what="confirmed")
+    tak_subscriber.wait_for_uids([i.uid for i in items], timeout=10)
+    wait_until(lambda: " idle " in rq_info(redis_server.url), 10, what="idle again", interval=0.5)
+    assert "queue tak 0, 0 executing" in rq_info(redis_server.url)
 
 
 # --- the slow path: a plain rq worker --------------------------------------------------------

@@ -25,7 +25,8 @@ from rq.serializers import JSONSerializer
 from test_function_http import assert_problem, detection, event
 
 from detection_api.local.ports import free_port
-from detection_api.store.records import DeliveryState, RecordStore, record_key
+from detection_api.store.records import RecordStore, record_key
+from detection_api.store.tak_jobs import read_job_calls
 
 SECRET = "hostile-producers-test-secret-" + "x" * 16  # made up for this test, never a real key
 V1 = "/api/v1/detections"
@@ -193,8 +194,12 @@ def test_a_duplicate_is_caught_for_retention_after_confirmation(url, redis_serve
     first = v1(url, det, TEAM_A).json
     # The forwarder's confirmation: the record is kept CONFIRMED_RETENTION_SECONDS, the marker
     # RETENTION_SECONDS from now. Then the record expires (deleted here): only the marker is left.
-    RecordStore(redis, 86_400).mark(redis, [first["id"]], DeliveryState.CONFIRMED, ttl_seconds=60)
-    marker = redis.hget(record_key(first["id"]), "idem").decode()
+    # (The marker's key travels in the delivery job; the forwarder confirms with it.)
+    [call] = read_job_calls(redis, [first["id"]])
+    marker = call.kwargs["deliveries"][0]["idem"]  # type: ignore[union-attr]
+    RecordStore(redis, 86_400).mark_confirmed(
+        redis, [first["id"]], [marker], now=time.time(), ttl_seconds=60
+    )
     assert 86_000 < redis.ttl(marker) <= 86_400
     assert 0 < redis.ttl(record_key(first["id"])) <= 60
     redis.delete(record_key(first["id"]))

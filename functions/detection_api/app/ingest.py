@@ -40,12 +40,14 @@ from detection_api.store.audit import AuditEvent, AuditLog
 from detection_api.store.records import (
     DeliveryState,
     RecordStore,
+    new_record,
     new_record_id,
 )
 from detection_api.store.tak_jobs import (
     MAX_DELIVERIES_PER_JOB,
     Delivery,
     enqueue_deliveries,
+    job_ids_for,
     tak_queue,
 )
 
@@ -157,22 +159,27 @@ class Ingestor:
             accepted_at = time.time()
             recorder = self.atomic.recorder()
             deliveries: list[Delivery] = []
+            queued = [i for i in pending if processed[i][0].state == DeliveryState.QUEUED]
+            job_of = dict(zip(queued, job_ids_for([record_ids[i] for i in queued]), strict=True))
             for i in pending:
                 outcome, fields = processed[i]
-                self.records.write_new(recorder, record_ids[i], fields, idempotency=markers[i])
-                for audit_event in (AuditEvent.RECEIVED, AuditEvent(outcome.state)):
-                    self.audit.append(
-                        recorder,
-                        audit_event,
-                        record_id=record_ids[i],
-                        detection_id=outcome.detection_id,
-                        event_id=submissions[i].event_id,
-                        reason=outcome.filter_reason,
-                        now=accepted_at,
+                if i in job_of:
+                    fields = {**fields, "cot": None, "job_id": job_of[i]}  # the CoT is in the job
+                self.records.write_new(
+                    recorder, record_ids[i], fields, idempotency=markers[i], now=accepted_at
+                )
+                if i in job_of:
+                    deliveries.append(
+                        Delivery(record_ids[i], outcome.cot_xml, accepted_at, markers[i])
                     )
-                if outcome.state == DeliveryState.QUEUED:
-                    deliveries.append(Delivery(record_ids[i], outcome.cot_xml, accepted_at))
                     self._alert_if_wanted(recorder, detections[i], outcome)
+            # One global audit entry per request; each record's trail derives from the record.
+            self.audit.append_accepted(
+                recorder,
+                [record_ids[i] for i in pending],
+                filtered_ids=[record_ids[i] for i in pending if i not in job_of],
+                now=accepted_at,
+            )
             # A request's detections travel in one job (up to 100): one rq job per request.
             enqueue_deliveries(self.queue, recorder, deliveries, per_job=MAX_DELIVERIES_PER_JOB)
             guarded = [i for i in pending if markers[i] is not None]
@@ -239,23 +246,23 @@ class Ingestor:
                 geolocation=geolocation,
                 filter_reason=filter_reason,
             )
-            fields = {
-                "state": state.value,
-                "detection_id": detection_id,
-                "uid": result.uid,
-                "cot_type": result.cot_type,
-                "cot": result.cot_xml,
-                "object_class": det.object_class,
-                "ai_confidence": repr(det.ai_confidence),
-                "camera_id": det.camera_id,
-                "track_id": det.track_id,
-                "source": det.source,
-                "event_source": sub.event_source,
-                "event_id": sub.event_id,
-                "producer": sub.producer,
-                "filter_reason": filter_reason,
-                "geolocation": geolocation,
-            }
+            fields = new_record(
+                state=state,
+                detection_id=detection_id,
+                uid=result.uid,
+                cot_type=result.cot_type,
+                cot=result.cot_xml,
+                object_class=det.object_class,
+                ai_confidence=det.ai_confidence,
+                camera_id=det.camera_id,
+                track_id=det.track_id,
+                source=det.source,
+                event_source=sub.event_source,
+                event_id=sub.event_id,
+                producer=sub.producer,
+                filter_reason=filter_reason,
+                geolocation=geolocation,
+            )
             out[i] = (outcome, fields)
         if errors:
             raise Problem(

@@ -6,43 +6,19 @@ never ids. The queue depth is read from Redis when Prometheus scrapes, not kept 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
-from redis import Redis
-from redis.exceptions import RedisError
 
-from detection_api.store.tak_jobs import NOTIFY_QUEUE_NAME, QUEUE_NAME
+from detection_api.store.queue_depth import QueueDepthCollector
+
+__all__ = ["FunctionMetrics", "QueueDepthCollector"]
 
 # The *_created series double the exposition size and no alert or dashboard of ours reads them.
 disable_created_metrics()
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CE90_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 100, 200, 500, 1000, 5000)
-
-
-class QueueDepthCollector(Collector):
-    """``detection_queue_depth{queue}``: LLEN of the rq queues, read at scrape time."""
-
-    def __init__(self, redis_factory: Callable[[], Redis]) -> None:
-        self._redis_factory = redis_factory
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
-            "detection_queue_depth", "Jobs waiting in the rq queue", labels=["queue"]
-        )
-        try:
-            with self._redis_factory().pipeline(transaction=False) as pipe:
-                for name in (QUEUE_NAME, NOTIFY_QUEUE_NAME):
-                    pipe.llen(f"rq:queue:{name}")
-                depths = pipe.execute()
-        except RedisError:
-            return  # absent rather than a misleading 0 while Redis is down
-        for name, depth in zip((QUEUE_NAME, NOTIFY_QUEUE_NAME), depths, strict=True):
-            family.add_metric([name], float(depth))
-        yield family
 
 
 class FunctionMetrics:

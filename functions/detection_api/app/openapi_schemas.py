@@ -116,11 +116,17 @@ def component_schemas() -> dict[str, Any]:
             "created_at": number,
             "updated_at": number,
             "first_sent_at": number,
+            "sent_at": number,
             "confirmed_at": number,
             "detection_id": text,
             "uid": text,
             "cot_type": text,
-            "cot": text,
+            "cot": {
+                "type": "string",
+                "description": "the CoT event, while the detection is queued, in delivery or "
+                "dead (read from its delivery job), and for a filtered one; absent once "
+                "confirmed (the event is on the TAK server)",
+            },
             "object_class": text,
             "ai_confidence": text,
             "camera_id": text,

@@ -106,7 +106,7 @@ def stored_outcomes(
         if not record_id:
             out.append(None)
         elif raw:
-            out.append(outcome_from_record(records, raw))
+            out.append(outcome_from_record(records, record_id.decode(), raw))
         else:
             out.append(confirmed_outcome(record_id.decode()))
     return out
@@ -127,8 +127,8 @@ def confirmed_outcome(record_id: str) -> Outcome:
     )
 
 
-def outcome_from_record(records: RecordStore, raw: dict[Any, Any]) -> Outcome:
-    record = records.decode(raw)
+def outcome_from_record(records: RecordStore, record_id: str, raw: dict[Any, Any]) -> Outcome:
+    record = records.decode_with_cot(record_id, raw)
     return Outcome(
         record_id=record["id"],
         detection_id=record.get("detection_id", record["id"]),

@@ -1,12 +1,16 @@
 """Audit trail: an append-only Redis stream of what happened to each detection.
 
+This module is the only one that writes and reads audit entries.
+
 The global stream ``detection:audit`` (bounded by ``AUDIT_MAX_LEN``, approximate trimming so XADD
-stays O(1)) is for operators and exports. Each record also keeps its own short trail, a Redis list
-of compact JSON entries with the record's lifetime, which is what
-``GET /api/v1/detections/{id}/events`` reads without scanning. (A list, not a stream: a stream
-per record costs ~4.7 KB of Redis memory, a list of a few entries ~0.3 KB, and a busy deployment
-keeps hundreds of thousands of them.) Entries join the caller's pipeline, so a state change and
-its audit entry are written together.
+stays O(1)) is for operators and exports: one entry per accepted request, per forwarded batch and
+per rejection, each naming its record ids. Each record's own trail, what
+``GET /api/v1/detections/{id}/events`` returns, is derived from the record's fields for the
+ordinary life (received, queued or filtered, confirmed: the record's own timestamps say when), so
+the hot path writes nothing for it; the exceptional events (retried, requeued, dead-lettered) are
+kept in a short Redis list per record (``detection:audit:<record id>``) with the record's lifetime.
+Records written by earlier versions keep every event in that list. Entries join the caller's
+pipeline, so a state change and its audit entry are written together.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
+
+from detection_api.store.record_fields import DeliveryState, decode, is_legacy
+from detection_api.store.records import record_key
 
 AUDIT_STREAM = "detection:audit"
 RECORD_TRAIL_PREFIX = "detection:audit:"
@@ -82,6 +89,24 @@ class AuditLog:
         if record_id:
             self._trail(pipe, record_id, entry, self.retention_seconds)
 
+    def append_accepted(
+        self,
+        pipe: Pipeline | Redis,
+        record_ids: list[str],
+        *,
+        filtered_ids: list[str] | None = None,
+        now: float | None = None,
+    ) -> None:
+        """One global entry for the detections one request stored (each record's own trail is
+        derived from the record)."""
+        if not record_ids:
+            return
+        entry = self._entry(AuditEvent.RECEIVED, now)
+        entry.update(count=len(record_ids), record_ids=",".join(record_ids))
+        if filtered_ids:
+            entry["filtered_ids"] = ",".join(filtered_ids)
+        pipe.xadd(AUDIT_STREAM, entry, maxlen=self.max_len, approximate=True)
+
     def append_batch(
         self,
         pipe: Pipeline | Redis,
@@ -91,23 +116,52 @@ class AuditLog:
         reason: str | None = None,
         now: float | None = None,
         ttl_seconds: int | None = None,
+        trail_ids: list[str] | None = None,
     ) -> None:
-        """One entry per record in its trail, and one entry for the whole batch in the global
-        stream: the forwarder confirms thousands of detections a second, and a global entry for
-        each would add a third of its Redis work. ``ttl_seconds`` shortens the trails' lifetime
-        (a confirmed record is kept for ``CONFIRMED_RETENTION_SECONDS``)."""
+        """One entry for the whole batch in the global stream, and one per record in the trail
+        lists of ``trail_ids`` (default: all of them; the forwarder passes only the records of
+        earlier versions for ``confirmed``, which compact records derive). ``ttl_seconds``
+        shortens the trails' lifetime (a confirmed record is kept for
+        ``CONFIRMED_RETENTION_SECONDS``)."""
         if not record_ids:
             return
         entry = self._entry(event, now, reason=reason)
-        for record_id in record_ids:
+        for record_id in record_ids if trail_ids is None else trail_ids:
             self._trail(pipe, record_id, entry, ttl_seconds or self.retention_seconds)
         batch_entry = {**entry, "count": len(record_ids), "record_ids": ",".join(record_ids)}
         pipe.xadd(AUDIT_STREAM, batch_entry, maxlen=self.max_len, approximate=True)
 
     def events_for(self, record_id: str) -> list[dict[str, Any]]:
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(record_key(record_id))
+            pipe.lrange(trail_key(record_id), 0, -1)
+            raw, trail = pipe.execute()
         out = []
-        for raw in self.redis.lrange(trail_key(record_id), 0, -1):
-            item = json.loads(raw)
+        for item_raw in trail:
+            item = json.loads(item_raw)
             item["at"] = float(item["at"])
             out.append(item)
+        if raw and not is_legacy(raw):
+            out.extend(derived_events(record_id, raw))
+            out.sort(key=lambda e: e["at"])
         return out
+
+
+def derived_events(record_id: str, raw: dict[Any, Any]) -> list[dict[str, Any]]:
+    """The ordinary life of a compact record, from its own fields."""
+    record = decode(record_id, raw)
+    ids = {"record_id": record_id, "detection_id": record["detection_id"]}
+    if record.get("event_id"):
+        ids["event_id"] = record["event_id"]
+    created = record["created_at"]
+    out: list[dict[str, Any]] = [{"event": AuditEvent.RECEIVED.value, "at": created, **ids}]
+    if record.get("state") == DeliveryState.FILTERED:
+        filtered = {"event": AuditEvent.FILTERED.value, "at": created, **ids}
+        if record.get("filter_reason"):
+            filtered["reason"] = record["filter_reason"]
+        out.append(filtered)
+    else:
+        out.append({"event": AuditEvent.QUEUED.value, "at": created, **ids})
+    if "confirmed_at" in record:
+        out.append({"event": AuditEvent.CONFIRMED.value, "at": record["confirmed_at"]})
+    return out

@@ -14,6 +14,7 @@ A SIGKILL at any instant therefore loses nothing: ids are at worst delivered twi
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from redis.client import Pipeline
 from rq.job import Job
 from rq.results import Result
 
-from detection_api.store.list_scripts import MOVE_HEAD, RETURN_TO_FRONT
+from detection_api.store.list_scripts import MOVE_HEAD, RETURN_TO_FRONT, UNPACK_CHUNK
 
 # rq's key names, passed to the release script (keys derived inside Lua are built from these).
 _JOB_KEY_PREFIX = Job.key_for("")
@@ -38,40 +39,107 @@ def members_key(group: str) -> str:
     return f"detection:{group}s"
 
 
-# KEYS: queue, inflight, alive, forwarders set. ARGV: max ids, alive ttl ms, name.
+# rq's StartedJobRegistry (``rq:wip:<queue>``, a sorted set of ``<job id>:<execution id>`` scored
+# by expiry time) lists the jobs being executed; ``rq info`` and rq-dashboard count "executing"
+# there. A ledger given that key keeps every claimed id in it, as ``<job id>:<consumer name>``,
+# added and removed by the same scripts that move the ids (one variadic command per batch), and
+# marks its rq worker ``busy`` when it claims. Entries expire at the score, after which rq's own
+# cleanup drops them (our jobs never have rq's ``started`` status, so rq fails none of them).
+_WIP_ADD = """
+local function wip_add(wip, score, name, ids)
+  if not wip or #ids == 0 then return end
+  for i = 1, #ids, UNPACK_CHUNK do
+    local members = {}
+    for j = i, math.min(i + UNPACK_CHUNK - 1, #ids) do
+      members[#members + 1] = score
+      members[#members + 1] = ids[j] .. ':' .. name
+    end
+    redis.call('ZADD', wip, unpack(members))
+  end
+end
+local function wip_remove(wip, name, ids)
+  if not wip or #ids == 0 then return end
+  for i = 1, #ids, UNPACK_CHUNK do
+    local members = {}
+    for j = i, math.min(i + UNPACK_CHUNK - 1, #ids) do
+      members[#members + 1] = ids[j] .. ':' .. name
+    end
+    redis.call('ZREM', wip, unpack(members))
+  end
+end
+""".replace("UNPACK_CHUNK", str(UNPACK_CHUNK))
+
+# KEYS: queue, inflight, alive, forwarders set, [started registry, rq worker]. ARGV: max ids,
+# alive ttl ms, name, registry score, then ids already moved by BLMOVE (to register).
 # Refreshes liveness in the same step, so nothing is ever claimed by a forwarder not alive.
 _CLAIM = (
-    """
+    _WIP_ADD
+    + """
 redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[3])
+local ids = (function()
 """
     + MOVE_HEAD
+    + """
+end)()
+local registered = {}
+for i = 5, #ARGV do registered[#registered + 1] = ARGV[i] end
+for _, id in ipairs(ids) do registered[#registered + 1] = id end
+wip_add(KEYS[5], ARGV[4], ARGV[3], registered)
+if KEYS[6] and #registered > 0 then redis.call('HSET', KEYS[6], 'state', 'busy') end
+return ids
+"""
 )
 
-# KEYS: queue, inflight, alive, forwarders set. ARGV: name, only_if_dead (0/1).
+# KEYS: queue, inflight, alive, forwarders set, [started registry]. ARGV: name, only_if_dead.
 # Puts the in-flight ids back at the front of the queue in their original order.
-_REQUEUE = """
+_REQUEUE = (
+    _WIP_ADD
+    + """
 if ARGV[2] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 local ids = redis.call('LRANGE', KEYS[2], 0, -1)
 for i = #ids, 1, -1 do redis.call('LPUSH', KEYS[1], ids[i]) end
 redis.call('DEL', KEYS[2])
 if ARGV[2] == '1' then redis.call('SREM', KEYS[4], ARGV[1]) end
+wip_remove(KEYS[5], ARGV[1], ids)
 return #ids
 """
+)
 
-# KEYS: inflight. ARGV: job key prefix, result key prefix, delivered job ids. Deletes a job (rq's
-# result_ttl=0: nothing is kept) only if this forwarder still held its claim: a job a reaper
-# already put back must survive to be sent again.
-_RELEASE_DELIVERED = """
-local released = 0
-for i = 3, #ARGV do
+# KEYS: queue, processing, [started registry]. ARGV: name, ids in queue order.
+_RETURN_IDS = (
+    _WIP_ADD
+    + """
+local name = ARGV[1]
+local ids = {}
+for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
+local returned = (function(ARGV)
+"""
+    + RETURN_TO_FRONT
+    + """
+end)(ids)
+wip_remove(KEYS[3], name, ids)
+return returned
+"""
+)
+
+# KEYS: inflight, [started registry]. ARGV: job key prefix, result key prefix, name, delivered
+# job ids. Deletes a job (rq's result_ttl=0: nothing is kept) only if this forwarder still held
+# its claim: a job a reaper already put back must survive to be sent again.
+_RELEASE_DELIVERED = (
+    _WIP_ADD
+    + """
+local released = {}
+for i = 4, #ARGV do
   if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
     redis.call('DEL', ARGV[1] .. ARGV[i], ARGV[2] .. ARGV[i])
-    released = released + 1
+    released[#released + 1] = ARGV[i]
   end
 end
-return released
+wip_remove(KEYS[2], ARGV[3], released)
+return #released
 """
+)
 
 # KEYS: alive, forwarders set. ARGV: alive ttl ms, name.
 _REFRESH = """
@@ -108,8 +176,17 @@ class ClaimLedger:
         alive_ttl_seconds: float,
         *,
         group: str = "forwarder",
+        started_registry_key: str | None = None,
+        worker_key: str | None = None,
+        started_ttl_seconds: float = 300.0,
     ) -> None:
+        """With ``started_registry_key`` (rq's ``StartedJobRegistry(queue).key``) claimed ids are
+        listed there while held, so rq's tools show them executing; ``worker_key`` (the rq
+        worker's hash) is set ``busy`` by each claim (the caller sets it idle)."""
         self.redis = redis
+        self.started_registry_key = started_registry_key
+        self.worker_key = worker_key
+        self._started_ttl = started_ttl_seconds
         self.queue_key = queue_key
         self.name = name
         self.group = group
@@ -120,7 +197,7 @@ class ClaimLedger:
         self._claim = redis.register_script(_CLAIM)
         self._requeue = redis.register_script(_REQUEUE)
         self._release = redis.register_script(_RELEASE_DELIVERED)
-        self._requeue_ids = redis.register_script(RETURN_TO_FRONT)
+        self._requeue_ids = redis.register_script(_RETURN_IDS)
         self._refresh = redis.register_script(_REFRESH)
 
     def refresh_alive(self) -> None:
@@ -135,12 +212,32 @@ class ClaimLedger:
         first = self.redis.blmove(self.queue_key, self.inflight_key, block_seconds, "LEFT", "RIGHT")
         if first is None:
             return []
-        return [_text(first), *self._claim_now(limit - 1)] if limit > 1 else [_text(first)]
+        # The claim script registers the id BLMOVE took along with the rest (or alone).
+        return [_text(first), *self._claim_now(limit - 1, moved=[_text(first)])]
 
-    def _claim_now(self, limit: int) -> list[str]:
+    def _registry_keys(self, *, worker: bool = False) -> list[str]:
+        if self.started_registry_key is None:
+            return []
+        if worker and self.worker_key is not None:
+            return [self.started_registry_key, self.worker_key]
+        return [self.started_registry_key]
+
+    def _claim_now(self, limit: int, moved: Sequence[str] = ()) -> list[str]:
         raw = self._claim(
-            keys=[self.queue_key, self.inflight_key, self.alive_key, self.members_key],
-            args=[limit, self._alive_ttl_ms, self.name],
+            keys=[
+                self.queue_key,
+                self.inflight_key,
+                self.alive_key,
+                self.members_key,
+                *self._registry_keys(worker=True),
+            ],
+            args=[
+                limit,
+                self._alive_ttl_ms,
+                self.name,
+                repr(time.time() + self._started_ttl),
+                *moved,
+            ],
         )
         return [_text(job_id) for job_id in raw]
 
@@ -148,12 +245,20 @@ class ClaimLedger:
         """Drop ids from the in-flight list (dead-lettered: they must never be requeued)."""
         for job_id in job_ids:
             pipe.lrem(self.inflight_key, 1, job_id)
+        if job_ids and self.started_registry_key is not None:
+            pipe.zrem(self.started_registry_key, *(f"{j}:{self.name}" for j in job_ids))
 
     def requeue_inflight(self) -> int:
         """Put everything this forwarder holds back at the front of the queue, in order."""
         return int(
             self._requeue(
-                keys=[self.queue_key, self.inflight_key, self.alive_key, self.members_key],
+                keys=[
+                    self.queue_key,
+                    self.inflight_key,
+                    self.alive_key,
+                    self.members_key,
+                    *self._registry_keys(),
+                ],
                 args=[self.name, "0"],
             )
         )
@@ -162,14 +267,19 @@ class ClaimLedger:
         """Put these claimed ids (in queue order) back at the front of the queue."""
         if not job_ids:
             return 0
-        return int(self._requeue_ids(keys=[self.queue_key, self.inflight_key], args=list(job_ids)))
+        return int(
+            self._requeue_ids(
+                keys=[self.queue_key, self.inflight_key, *self._registry_keys()],
+                args=[self.name, *job_ids],
+            )
+        )
 
     def release_delivered(self, pipe: Pipeline | Redis, job_ids: Sequence[str]) -> None:
         """Delete the delivered jobs and drop their claims (in the caller's transaction)."""
         if job_ids:
             self._release(
-                keys=[self.inflight_key],
-                args=[_JOB_KEY_PREFIX, _RESULT_KEY_PREFIX, *job_ids],
+                keys=[self.inflight_key, *self._registry_keys()],
+                args=[_JOB_KEY_PREFIX, _RESULT_KEY_PREFIX, self.name, *job_ids],
                 client=pipe,
             )
 
@@ -187,6 +297,7 @@ class ClaimLedger:
                         inflight_key(name, self.group),
                         alive_key(name, self.group),
                         self.members_key,
+                        *self._registry_keys(),
                     ],
                     args=[name, "1"],
                 )

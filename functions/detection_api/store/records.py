@@ -1,8 +1,18 @@
-"""Detection records in Redis: one hash per detection, readable through the REST API.
+"""Detection records in Redis: one small hash per detection, readable through the REST API.
+
+This module stores and updates records; ``record_fields.py`` defines their fields and encoding.
 
 The record is written in the same atomic step as its delivery job (``atomic.py``, ``tak_jobs.py``;
-docs/architecture.md "How a detection flows"), so a detection is fully accepted or not at all.
-The forwarder moves it through the delivery states. Keys expire after the retention window.
+docs/architecture.md "How a detection flows"), so a
+detection is either fully accepted (record + job) or not at all. The forwarder moves it through
+the delivery states. Keys expire after the retention window.
+
+A queued detection's CoT is not in its record: it is in its delivery job, the one place the
+forwarder reads it, and the record points at that job (only when the job id is not the record
+id). A filtered detection has no job and keeps its CoT in the record. After confirmation the job
+is deleted, so a confirmed record has no CoT. The hash stays listpack-encoded in Redis (one
+allocation): a confirmed record is about 450 B. Records written by earlier versions are still
+read, and updated by the general ``mark`` script, until they expire.
 
 Identity (issue 10, many producers on one deployment):
 
@@ -14,33 +24,54 @@ Identity (issue 10, many producers on one deployment):
   camera + detection id): two producers or two cameras never share a marker, one producer
   resending finds its own. The marker outlives a confirmed record: it is kept for
   ``RETENTION_SECONDS`` after confirmation, the record itself only ``CONFIRMED_RETENTION_SECONDS``.
+  The marker's key travels in the delivery job, so confirmation extends it without reading the
+  record.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 import uuid
-from enum import StrEnum
+from collections.abc import Sequence
 from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
 
+from detection_api.store.record_fields import (
+    FIELDS,
+    GEO_KEYS,
+    DeliveryState,
+    decode,
+    encode_fields,
+    is_legacy,
+    job_id_of,
+    ms,
+    new_record,
+)
+from detection_api.store.tak_jobs import cot_of
+
+__all__ = [
+    "FIELDS",
+    "GEO_KEYS",
+    "IDEMPOTENCY_PREFIX",
+    "MARK_CHUNK",
+    "RECORD_PREFIX",
+    "DeliveryState",
+    "RecordStore",
+    "decode",
+    "idempotency_key",
+    "is_legacy",
+    "new_record",
+    "new_record_id",
+    "record_key",
+]
+
 RECORD_PREFIX = "detection:record:"
 # Records per mark script call: about 1 ms of Redis time on loopback (tests/test_records.py).
 MARK_CHUNK = 500
 IDEMPOTENCY_PREFIX = "detection:idem:"
-
-
-class DeliveryState(StrEnum):
-    QUEUED = "queued"  # stored, waiting for the forwarder
-    SENT = "sent"  # written to the TAK connection, confirmation pending
-    CONFIRMED = "confirmed"  # TAK server answered the ping that followed it
-    RETRYING = "retrying"  # a confirmation failed on a live connection; will be sent again
-    DEAD = "dead"  # permanent failure, in rq's failed registry (requeue-able)
-    FILTERED = "filtered"  # recorded, below the thresholds, never forwarded
 
 
 def record_key(record_id: str) -> str:
@@ -63,21 +94,15 @@ def new_record_id() -> str:
     return uuid.uuid4().hex
 
 
-def _encode(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, separators=(",", ":"), default=str)
-
-
 class RecordStore:
     """Reads and writes detection records. Writes can join a caller's pipeline (transaction)."""
-
-    JSON_FIELDS = frozenset({"geolocation", "detection", "reply"})
 
     def __init__(self, redis: Redis, retention_seconds: int) -> None:
         self.redis = redis
         self.retention_seconds = retention_seconds
         self._mark_script = redis.register_script(_MARK_SCRIPT)
+        self._sent_script = redis.register_script(_SENT_SCRIPT)
+        self._confirmed_script = redis.register_script(_CONFIRMED_SCRIPT)
 
     def write_new(
         self,
@@ -86,47 +111,60 @@ class RecordStore:
         fields: dict[str, Any],
         *,
         idempotency: str | None = None,
+        now: float | None = None,
     ) -> None:
         """Record commands that create the record (and its idempotency marker, a key from
-        ``idempotency_key``) in the caller's pipeline."""
-        now = time.time()
-        mapping = {k: _encode(v) for k, v in fields.items() if v is not None}
-        mapping.setdefault("id", record_id)
-        mapping.setdefault("attempts", "0")
-        mapping["created_at"] = repr(now)
-        mapping["updated_at"] = repr(now)
+        ``idempotency_key``) in the caller's pipeline. ``fields`` are API names (``FIELDS``)."""
+        mapping = encode_fields(fields, record_id=record_id, created_at=now or time.time())
         if idempotency is not None:
-            mapping["idem"] = idempotency
             pipe.set(idempotency, record_id, ex=self.retention_seconds)
         key = record_key(record_id)
         pipe.hset(key, mapping=mapping)
         pipe.expire(key, self.retention_seconds)
 
-    def get(self, record_id: str) -> dict[str, Any] | None:
-        raw = self.redis.hgetall(record_key(record_id))
-        if not raw:
-            return None
-        return self.decode(raw)
+    def get_raw(self, record_id: str) -> dict[Any, Any]:
+        return self.redis.hgetall(record_key(record_id))  # type: ignore[return-value]
 
-    def decode(self, raw: dict[bytes | str, bytes | str]) -> dict[str, Any]:
-        record: dict[str, Any] = {}
-        for k, v in raw.items():
-            key = k.decode() if isinstance(k, bytes) else k
-            value = v.decode() if isinstance(v, bytes) else v
-            if key in self.JSON_FIELDS:
-                record[key] = json.loads(value)
-            elif key == "attempts":
-                record[key] = int(value)
-            elif key.endswith("_at"):
-                record[key] = float(value)
-            else:
-                record[key] = value
+    def get(self, record_id: str) -> dict[str, Any] | None:
+        raw = self.get_raw(record_id)
+        return self.decode_with_cot(record_id, raw) if raw else None
+
+    def decode_with_cot(self, record_id: str, raw: dict[Any, Any]) -> dict[str, Any]:
+        """The API view, with the CoT read from the delivery job while the record has none
+        (queued or in delivery; a confirmed record's job is gone, and so is its CoT)."""
+        record = decode(record_id, raw)
+        if "cot" not in record and not is_legacy(raw):
+            cot = cot_of(self.redis, job_id_of(record_id, raw), record_id)
+            if cot is not None:
+                record["cot"] = cot
         return record
+
+    def mark_sent(self, pipe: Pipeline | Redis, record_ids: Sequence[str], now: float) -> None:
+        """Hot path, compact records only: state ``sent`` (one HSET per record)."""
+        for chunk in _chunks(record_ids):
+            self._sent_script(keys=chunk, args=[ms(now)], client=pipe)
+
+    def mark_confirmed(
+        self,
+        pipe: Pipeline | Redis,
+        record_ids: Sequence[str],
+        markers: Sequence[str],
+        *,
+        now: float,
+        ttl_seconds: int,
+    ) -> None:
+        """Hot path, compact records only: state ``confirmed``, the record kept ``ttl_seconds``
+        from now, and the idempotency ``markers`` (of these records) ``RETENTION_SECONDS``."""
+        for start in range(0, max(len(record_ids), len(markers)), MARK_CHUNK):
+            keys = [record_key(r) for r in record_ids[start : start + MARK_CHUNK]]
+            args = [ms(now), ttl_seconds, self.retention_seconds, len(keys)]
+            args += list(markers[start : start + MARK_CHUNK])
+            self._confirmed_script(keys=keys, args=args, client=pipe)
 
     def mark(
         self,
         pipe: Pipeline | Redis,
-        record_ids: list[str],
+        record_ids: Sequence[str],
         state: DeliveryState,
         *,
         count_attempt: bool = False,
@@ -134,43 +172,83 @@ class RecordStore:
         now: float | None = None,
         ttl_seconds: int | None = None,
     ) -> None:
-        """Move records to a delivery state (only records that still exist: HSET on an expired
-        record would resurrect it without its TTL, so the update is guarded by a Lua check)."""
+        """Move records (either encoding) to a delivery state: the general, slower path (retries,
+        outages, dead letters, operator requeues, records of earlier versions). Only records that
+        still exist are touched: HSET on an expired record would resurrect it without its TTL."""
         if not record_ids:
             return
-        stamp = repr(time.time() if now is None else now)
+        stamp = time.time() if now is None else now
         args = [
             state.value,
-            stamp,
+            repr(stamp),
+            ms(stamp),
             "1" if count_attempt else "0",
             error or "",
             ttl_seconds or "",
             self.retention_seconds,
         ]
-        # One script call per chunk of a batch (not per record): the forwarder marks thousands
-        # per second, and a chunk bounds how long one call holds Redis (scripts block it).
-        for start in range(0, len(record_ids), MARK_CHUNK):
-            keys = [record_key(r) for r in record_ids[start : start + MARK_CHUNK]]
-            self._mark_script(keys=keys, args=args, client=pipe)
+        # One script call per chunk of a batch (not per record): a chunk bounds how long one call
+        # holds Redis (scripts block it).
+        for chunk in _chunks(record_ids):
+            self._mark_script(keys=chunk, args=args, client=pipe)
 
 
-# KEYS: records; ARGV: state, now, count_attempt (0/1), error ('' = keep), new TTL ('' = keep),
-# retention seconds (a confirmed record's idempotency marker lives that long from confirmation,
-# while the record itself may go sooner). Returns how many existed.
+def _chunks(record_ids: Sequence[str]) -> list[list[str]]:
+    return [
+        [record_key(r) for r in record_ids[start : start + MARK_CHUNK]]
+        for start in range(0, len(record_ids), MARK_CHUNK)
+    ]
+
+
+# KEYS: compact records. ARGV: now (ms). HSET returns how many fields it created: both only when
+# the record had expired (its state always exists), and then the resurrected key is deleted.
+_SENT_SCRIPT = """
+for _, key in ipairs(KEYS) do
+  if redis.call('HSET', key, 'state', 'sent', 'sa', ARGV[1]) == 2 then redis.call('DEL', key) end
+end
+return #KEYS
+"""
+
+# KEYS: compact records. ARGV: now (ms), record ttl, marker ttl, #KEYS, then idempotency markers.
+# The job is deleted with the confirmation: the record's pointer to it goes too.
+_CONFIRMED_SCRIPT = """
+for _, key in ipairs(KEYS) do
+  if redis.call('HSET', key, 'state', 'confirmed', 'ka', ARGV[1]) == 2 then
+    redis.call('DEL', key)
+  else
+    redis.call('HDEL', key, 'j')
+    redis.call('EXPIRE', key, ARGV[2])
+  end
+end
+for i = 5, #ARGV do redis.call('EXPIRE', ARGV[i], ARGV[3]) end
+return #KEYS
+"""
+
+# KEYS: records; ARGV: state, now (seconds, legacy), now (ms, compact), count_attempt (0/1),
+# error ('' = keep), new TTL ('' = keep), retention seconds (a confirmed legacy record's marker
+# lives that long from confirmation). Returns how many existed.
 _MARK_SCRIPT = """
 local marked = 0
 for _, key in ipairs(KEYS) do
   if redis.call('EXISTS', key) == 1 then
-    redis.call('HSET', key, 'state', ARGV[1], 'updated_at', ARGV[2])
-    if ARGV[1] == 'confirmed' then
-      redis.call('HSET', key, 'confirmed_at', ARGV[2])
-      local idem = redis.call('HGET', key, 'idem')
-      if idem then redis.call('EXPIRE', idem, ARGV[6]) end
+    if redis.call('HEXISTS', key, 'created_at') == 1 then
+      redis.call('HSET', key, 'state', ARGV[1], 'updated_at', ARGV[2])
+      if ARGV[1] == 'confirmed' then
+        redis.call('HSET', key, 'confirmed_at', ARGV[2])
+        local idem = redis.call('HGET', key, 'idem')
+        if idem then redis.call('EXPIRE', idem, ARGV[7]) end
+      end
+      if ARGV[1] == 'sent' then redis.call('HSETNX', key, 'first_sent_at', ARGV[2]) end
+      if ARGV[4] == '1' then redis.call('HINCRBY', key, 'attempts', 1) end
+      if ARGV[5] ~= '' then redis.call('HSET', key, 'last_error', ARGV[5]) end
+    else
+      redis.call('HSET', key, 'state', ARGV[1], 'ua', ARGV[3])
+      if ARGV[1] == 'confirmed' then redis.call('HSET', key, 'ka', ARGV[3]) end
+      if ARGV[1] == 'sent' then redis.call('HSET', key, 'sa', ARGV[3]) end
+      if ARGV[4] == '1' then redis.call('HINCRBY', key, 'attempts', 1) end
+      if ARGV[5] ~= '' then redis.call('HSET', key, 'e', ARGV[5]) end
     end
-    if ARGV[1] == 'sent' then redis.call('HSETNX', key, 'first_sent_at', ARGV[2]) end
-    if ARGV[3] == '1' then redis.call('HINCRBY', key, 'attempts', 1) end
-    if ARGV[4] ~= '' then redis.call('HSET', key, 'last_error', ARGV[4]) end
-    if ARGV[5] ~= '' then redis.call('EXPIRE', key, ARGV[5]) end
+    if ARGV[6] ~= '' then redis.call('EXPIRE', key, ARGV[6]) end
     marked = marked + 1
   end
 end

@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
 
-from detection_api.app.metrics import QueueDepthCollector
+from detection_api.store.queue_depth import QueueDepthCollector
 
 log = logging.getLogger(__name__)
 

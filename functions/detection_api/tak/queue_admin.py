@@ -20,7 +20,7 @@ from rq.serializers import JSONSerializer
 from detection_api.store.audit import AuditEvent, AuditLog
 from detection_api.store.claims import FORWARDERS_KEY, alive_key, inflight_key
 from detection_api.store.records import DeliveryState, RecordStore
-from detection_api.store.tak_jobs import NOTIFY_QUEUE_NAME, QUEUE_NAME
+from detection_api.store.tak_jobs import NOTIFY_QUEUE_NAME, QUEUE_NAME, record_ids_of_job
 from detection_api.tak.status import status_key
 
 
@@ -128,15 +128,7 @@ def _registry(redis: Redis, queue: str) -> FailedJobRegistry:
 
 
 def _record_ids(job: Job) -> list[str]:
-    try:
-        kwargs = job.kwargs
-    except Exception:  # an undecodable job is still listed, under its id
-        return [job.id]
-    if isinstance(kwargs, dict) and isinstance(kwargs.get("deliveries"), list):
-        return [d.get("record_id") for d in kwargs["deliveries"] if isinstance(d, dict)]
-    if isinstance(kwargs, dict) and isinstance(kwargs.get("record_id"), str):
-        return [kwargs["record_id"]]
-    return [job.id]
+    return record_ids_of_job(job) or [job.id]
 
 
 def _reason(job: Job) -> str:

@@ -1,0 +1,216 @@
+"""Cost per detection in Redis and in the forwarder (issue 12), measured from outside.
+
+2,000 detections are posted as REST lists of 100 to a real function process (gunicorn, JWT, the
+Redis-backed rate limit) against a real Redis, then forwarded to a null TLS sink (a separate
+process that reads, discards and answers pings) by the forwarder running in this process.
+
+- Redis commands per detection: the sum of ``calls`` in ``INFO commandstats`` (commands run inside
+  Lua scripts count, and so does each EVALSHA), excluding the INFO/CONFIG calls of the measurement
+  itself, over ingest alone and over the whole life (ingest + forwarder until confirmed).
+- Redis memory per detection: ``INFO memory`` ``used_memory`` deltas, queued (after ingest) and
+  confirmed (after the forwarder confirmed everything: what is kept for
+  ``CONFIRMED_RETENTION_SECONDS``).
+- Forwarder CPU per delivered event: this process's CPU time (``time.process_time``: the forwarder
+  thread, its housekeeping thread, and the client side of Redis and TLS) over the events, warm (a
+  first round of the same size has already run).
+
+A warm-up round of the same shape runs first, so one-time structures (the audit stream, rq's
+queue set, the forwarder's registration) are not charged to the measured detections.
+
+``python -m bench.redis_cost`` prints the rows; ``--profile`` also prints the forwarder's cProfile
+top entries (by own CPU time) for a third round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import http.client
+import io
+import json
+import logging
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+from redis import Redis
+
+from bench import Row
+from bench.forwarder import start_null_sink, tls_files
+from bench.processes import JWT_SECRET, REPO, Processes
+from detection_api.local.pki import generate_pki
+from detection_api.local.procs import ManagedProcess
+from detection_api.tak.forwarder import Forwarder, ForwarderConfig
+from detection_api.tak.forwarder_metrics import ForwarderMetrics
+from detection_api.tak.transport import open_connection
+
+DETECTIONS = 2_000
+LIST_SIZE = 100
+EXAMPLE = json.loads((REPO / "examples" / "detection.json").read_text())
+EXAMPLE.pop("detection_id", None)  # each one a new detection
+_OWN_COMMANDS = frozenset({"info", "config|get", "config", "flushall", "dbsize"})
+
+TARGET_COMMANDS = 10.0  # per detection, whole life
+TARGET_QUEUED_BYTES = 1_500.0
+TARGET_CONFIRMED_BYTES = 600.0
+TARGET_FORWARDER_US = 25.0
+
+
+def command_calls(redis: Redis) -> int:
+    stats = redis.info("commandstats")
+    return sum(
+        int(v["calls"]) for k, v in stats.items() if k.removeprefix("cmdstat_") not in _OWN_COMMANDS
+    )
+
+
+def used_memory(redis: Redis) -> int:
+    return int(redis.info("memory")["used_memory"])
+
+
+def post_lists(port: int, count: int) -> None:
+    token = jwt.encode(
+        {"sub": "bench", "scope": "detections:write", "exp": int(time.time()) + 3600},
+        JWT_SECRET,
+        algorithm="HS256",
+    )
+    body = json.dumps([EXAMPLE] * LIST_SIZE).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "Authorization": f"Bearer {token}",
+    }
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        for _ in range(count // LIST_SIZE):
+            conn.request("POST", "/api/v1/detections", body=body, headers=headers)
+            response = conn.getresponse()
+            text = response.read()
+            if response.status != 201:
+                raise RuntimeError(f"ingest answered {response.status}: {text[:300]!r}")
+    finally:
+        conn.close()
+
+
+def forward_all(redis: Redis, url: str, files: Any, profile: cProfile.Profile | None) -> float:
+    """Forward everything queued; returns this process's CPU seconds spent doing it."""
+    connection = open_connection(url, files)
+    connection.connect()
+    forwarder = Forwarder(redis, connection, ForwarderConfig(), ForwarderMetrics())
+    started = time.process_time()
+    if profile is not None:
+        profile.enable()
+    forwarder.run(burst=True)
+    if profile is not None:
+        profile.disable()
+    return time.process_time() - started
+
+
+def measure(*, profile: bool = False) -> tuple[dict[str, float], str]:
+    logging.getLogger("detection_api").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="bench-redis-cost-") as tmp_name:
+        tmp = Path(tmp_name)
+        pki = generate_pki(tmp / "pki")
+        sink: ManagedProcess | None = None
+        with Processes(tmp) as procs:
+            redis_server = procs.start_redis()
+            redis = redis_server.client()
+            env = {
+                "REDIS_URL": redis_server.url,
+                "JWT_SECRET_KEY": JWT_SECRET,
+                "RATE_LIMIT": "1000000/second",
+                "LOG_LEVEL": "WARNING",
+            }
+            port = procs.start_function("function", env)
+            sink, sink_port = start_null_sink(tmp, pki)
+            try:
+                url = f"tls://127.0.0.1:{sink_port}"
+                files = tls_files(pki)
+                post_lists(port, DETECTIONS)  # warm-up round, same shape
+                forward_all(redis, url, files, None)
+
+                calls0, mem0 = command_calls(redis), used_memory(redis)
+                post_lists(port, DETECTIONS)
+                calls1, mem1 = command_calls(redis), used_memory(redis)
+                cpu = forward_all(redis, url, files, None)
+                calls2, mem2 = command_calls(redis), used_memory(redis)
+                report = ""
+                if profile:
+                    profiler = cProfile.Profile(time.process_time)  # CPU, not waiting
+                    post_lists(port, DETECTIONS)
+                    forward_all(redis, url, files, profiler)
+                    out = io.StringIO()
+                    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+                    report = out.getvalue()
+            finally:
+                if sink is not None:
+                    sink.stop(timeout=5)
+    figures = {
+        "ingest_commands": (calls1 - calls0) / DETECTIONS,
+        "life_commands": (calls2 - calls0) / DETECTIONS,
+        "queued_bytes": (mem1 - mem0) / DETECTIONS,
+        "confirmed_bytes": (mem2 - mem0) / DETECTIONS,
+        "forwarder_us": cpu / DETECTIONS * 1e6,
+    }
+    return figures, report
+
+
+def rows(figures: dict[str, float]) -> list[Row]:
+    n = f"{DETECTIONS} in REST lists of {LIST_SIZE}"
+    return [
+        Row(f"Redis commands per detection, ingest ({n})", figures["ingest_commands"], "commands"),
+        Row(
+            "Redis commands per detection, whole life (ingest + forwarder to confirmed)",
+            figures["life_commands"],
+            "commands",
+            target=f"<= {TARGET_COMMANDS:g}",
+            meets_target=figures["life_commands"] <= TARGET_COMMANDS,
+        ),
+        Row(
+            "Redis memory per queued detection (used_memory delta)",
+            figures["queued_bytes"],
+            "B",
+            target=f"<= {TARGET_QUEUED_BYTES:g}",
+            meets_target=figures["queued_bytes"] <= TARGET_QUEUED_BYTES,
+        ),
+        Row(
+            "Redis memory per confirmed detection (kept CONFIRMED_RETENTION_SECONDS)",
+            figures["confirmed_bytes"],
+            "B",
+            target=f"<= {TARGET_CONFIRMED_BYTES:g}",
+            meets_target=figures["confirmed_bytes"] <= TARGET_CONFIRMED_BYTES,
+        ),
+        Row(
+            "forwarder CPU per delivered event, warm (null TLS sink)",
+            figures["forwarder_us"],
+            "us/event",
+            target=f"<= {TARGET_FORWARDER_US:g}",
+            meets_target=figures["forwarder_us"] <= TARGET_FORWARDER_US,
+        ),
+    ]
+
+
+def run() -> list[Row]:
+    figures, _ = measure()
+    return rows(figures)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.redis_cost", description=__doc__)
+    parser.add_argument("--profile", action="store_true", help="print the forwarder's profile")
+    args = parser.parse_args(argv)
+    figures, report = measure(profile=args.profile)
+    for row in rows(figures):
+        verdict = "yes" if row.meets_target else "NO"
+        target = f"  target {row.target}: {verdict}" if row.target else ""
+        print(f"{row.name}: {row.value:,.2f} {row.unit}{target}")
+    if report:
+        print("\nforwarder profile (one round, sorted by own time):\n" + report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The record's fields: which there are, how they are encoded in the record hash, and how the
+API view is decoded from it (either encoding). The one place that knows the record's fields;
+``records.py`` stores and updates records with them.
+
+Encoding (the "compact" records, written since job payload v3): field names of one or two letters
+(``FIELDS``; ``state`` and ``attempts`` keep theirs, which operators read with ``HGET``), times as
+integer milliseconds, the geolocation as a JSON array in ``GEO_KEYS`` order, no value longer than
+64 bytes (longer ones in pieces), and nothing that follows from the record id (except the id
+itself). Records written by earlier versions (long field names, ``created_at`` among them:
+``is_legacy``) are decoded as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any
+
+from detection_api.cot import detection_uid
+
+
+class DeliveryState(StrEnum):
+    QUEUED = "queued"  # stored, waiting for the forwarder
+    SENT = "sent"  # written to the TAK connection, confirmation pending
+    CONFIRMED = "confirmed"  # TAK server answered the ping that followed it
+    RETRYING = "retrying"  # a confirmation failed on a live connection; will be sent again
+    DEAD = "dead"  # permanent failure, in rq's failed registry (requeue-able)
+    FILTERED = "filtered"  # recorded, below the thresholds, never forwarded
+
+
+# API name -> field name in the compact record hash.
+FIELDS: dict[str, str] = {
+    "state": "state",  # long names kept for the two fields operators and tools read directly
+    "detection_id": "d",
+    "uid": "u",
+    "cot_type": "t",
+    "cot": "x",
+    "object_class": "c",
+    "ai_confidence": "a",
+    "camera_id": "m",
+    "track_id": "k",
+    "source": "o",
+    "event_source": "es",
+    "event_id": "ei",
+    "producer": "p",
+    "filter_reason": "f",
+    "geolocation": "g",
+    "job_id": "j",
+    "created_at": "ca",
+    "updated_at": "ua",
+    "sent_at": "sa",
+    "confirmed_at": "ka",
+    "attempts": "attempts",
+    "last_error": "e",
+}
+_NAMES = {short: name for name, short in FIELDS.items()}
+_TIMES = frozenset({"created_at", "updated_at", "sent_at", "confirmed_at"})
+# The geolocation's keys (core.geolocation_as_dict), stored positionally; others go in a dict.
+GEO_KEYS = (
+    "lat", "lon", "hae_m", "slant_range_m", "ground_distance_m", "ce90_m", "le90_m", "ce_m",
+    "le_m", "flag", "covariance_en_m2", "terrain", "dem", "terrain_note",
+)  # fmt: skip
+_LEGACY_JSON_FIELDS = frozenset({"geolocation", "detection", "reply"})
+
+
+def ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+def encode_geolocation(geolocation: dict[str, Any]) -> str:
+    values: list[Any] = [geolocation.get(k) for k in GEO_KEYS]
+    while values and values[-1] is None:
+        values.pop()
+    extra = {k: v for k, v in geolocation.items() if k not in GEO_KEYS}
+    if extra:
+        values.append(extra)
+    return json.dumps(values, separators=(",", ":"))
+
+
+def decode_geolocation(text: str) -> dict[str, Any]:
+    values = json.loads(text)
+    extra = values.pop() if values and isinstance(values[-1], dict) else {}
+    out = {k: v for k, v in zip(GEO_KEYS, values, strict=False) if v is not None}
+    out.update(extra)
+    return out
+
+
+# Redis keeps a hash listpack-encoded (compact) only while every value is at most
+# ``hash-max-listpack-value`` (64) bytes; one longer value turns it into a hashtable for good
+# (~3x the memory). Longer values are stored in pieces: ``g``, ``g~1``, ``g~2``...
+LISTPACK_VALUE_MAX = 64
+_PIECE = "~"
+
+
+def _pieces(short: str, value: str) -> dict[str, str]:
+    step = LISTPACK_VALUE_MAX if value.isascii() else LISTPACK_VALUE_MAX // 4
+    if len(value) <= step:
+        return {short: value}
+    parts = [value[i : i + step] for i in range(0, len(value), step)]
+    return {short if n == 0 else f"{short}{_PIECE}{n}": part for n, part in enumerate(parts)}
+
+
+def new_record(
+    *,
+    state: DeliveryState,
+    detection_id: str,
+    uid: str,
+    cot_type: str,
+    cot: str,
+    object_class: str,
+    ai_confidence: float,
+    camera_id: str | None,
+    track_id: str | None,
+    source: str | None,
+    event_source: str | None,
+    event_id: str | None,
+    producer: str,
+    filter_reason: str | None,
+    geolocation: dict[str, Any],
+) -> dict[str, Any]:
+    """The fields of a new record (API names; ``write_new`` encodes them)."""
+    return {
+        "state": state.value,
+        "detection_id": detection_id,
+        "uid": uid,
+        "cot_type": cot_type,
+        "cot": cot,
+        "object_class": object_class,
+        "ai_confidence": repr(ai_confidence),
+        "camera_id": camera_id,
+        "track_id": track_id,
+        "source": source,
+        "event_source": event_source,
+        "event_id": event_id,
+        "producer": producer,
+        "filter_reason": filter_reason,
+        "geolocation": geolocation,
+    }
+
+
+def _default(name: str, record_id: str) -> str | None:
+    """Values a record does not store because they follow from its id."""
+    if name in ("detection_id", "job_id"):
+        return record_id
+    if name == "uid":
+        return detection_uid(record_id=record_id, camera_id=None, track_id=None, source=None)
+    return None
+
+
+def encode_fields(fields: dict[str, Any], *, record_id: str, created_at: float) -> dict[str, Any]:
+    """The compact hash of a new record from its API fields (None and redundant values are left
+    out: ``detection_id`` and ``job_id`` equal to the record id)."""
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        if value is None or value == _default(name, record_id):
+            continue
+        if name == "geolocation":
+            text = encode_geolocation(value)
+        elif isinstance(value, str):
+            text = value
+        else:
+            text = json.dumps(value, separators=(",", ":"), default=str)
+        out.update(_pieces(FIELDS[name], text))
+    out["ca"] = ms(created_at)
+    # The id is redundant with the key, but a previous revision reading this record during a
+    # traffic split (a redelivery answered from it) needs it to answer rather than fail.
+    out["id"] = record_id
+    return out
+
+
+def _joined(raw: dict[Any, Any]) -> dict[str, str]:
+    """The record's fields as text, with values stored in pieces put back together."""
+    whole: dict[str, str] = {}
+    pieces: dict[str, list[tuple[int, str]]] = {}
+    for k, v in raw.items():
+        key, value = _text(k), _text(v)
+        base, sep, index = key.partition(_PIECE)
+        if sep and index.isdigit():
+            pieces.setdefault(base, []).append((int(index), value))
+        else:
+            whole[key] = value
+    for base, parts in pieces.items():
+        whole[base] = whole.get(base, "") + "".join(p for _, p in sorted(parts))
+    return whole
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def is_legacy(raw: dict[Any, Any]) -> bool:
+    """A record written before the compact encoding (long field names, ``created_at`` among
+    them)."""
+    return b"created_at" in raw or "created_at" in raw
+
+
+def decode(record_id: str, raw: dict[Any, Any]) -> dict[str, Any]:
+    """The API view of a record hash (either encoding)."""
+    if is_legacy(raw):
+        return _decode_legacy(raw)
+    record: dict[str, Any] = {
+        "id": record_id,
+        "detection_id": record_id,
+        "uid": _default("uid", record_id),
+        "attempts": 0,
+    }
+    for key, value in _joined(raw).items():
+        name = _NAMES.get(key)
+        if name is None:
+            continue
+        if name == "geolocation":
+            record[name] = decode_geolocation(value)
+        elif name == "attempts":
+            record[name] = int(value)
+        elif name in _TIMES:
+            record[name] = int(value) / 1000
+        else:
+            record[name] = value
+    record.pop("job_id", None)  # internal
+    # The hot path writes only its own timestamp: the last change is the latest of them.
+    record["updated_at"] = max(record.get(t, 0.0) for t in _TIMES)
+    return record
+
+
+def _decode_legacy(raw: dict[Any, Any]) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for k, v in raw.items():
+        key, value = _text(k), _text(v)
+        if key in _LEGACY_JSON_FIELDS:
+            record[key] = json.loads(value)
+        elif key == "attempts":
+            record[key] = int(value)
+        elif key.endswith("_at"):
+            record[key] = float(value)
+        elif key != "idem":
+            record[key] = value
+    return record
+
+
+def job_id_of(record_id: str, raw: dict[Any, Any]) -> str:
+    """The delivery job that carries a compact record's CoT."""
+    job = raw.get(b"j") or raw.get("j")
+    return _text(job) if job else record_id

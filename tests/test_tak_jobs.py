@@ -1,0 +1,126 @@
+"""The job payload contract: written by ingest, read by the forwarder and the record API."""
+
+from __future__ import annotations
+
+import pytest
+from redis import Redis
+
+from detection_api.store.atomic import AtomicWriter
+from detection_api.store.tak_jobs import (
+    PAYLOAD_VERSION,
+    VANISHED,
+    Delivery,
+    PayloadRejected,
+    check_cot_events,
+    cot_of,
+    enqueue_deliveries,
+    job_ids_for,
+    job_kwargs,
+    parse_job_call,
+    parse_payload,
+    read_batch,
+    read_job_calls,
+    tak_queue,
+)
+
+
+def event(uid: str) -> str:
+    return f"<event version='2.0' uid='{uid}' type='a-u-G' how='m-i'><point lat='1'/></event>"
+
+
+def test_v3_carries_each_delivery_and_its_marker() -> None:
+    kwargs = job_kwargs(
+        [Delivery("r1", event("a"), 10.0, "detection:idem:x"), Delivery("r2", event("b"), 9.0)]
+    )
+    assert kwargs == {
+        "v": PAYLOAD_VERSION,
+        "accepted_at": 9.0,
+        "deliveries": [
+            {"record_id": "r1", "cot": event("a"), "idem": "detection:idem:x"},
+            {"record_id": "r2", "cot": event("b")},
+        ],
+    }
+    payloads = parse_payload(kwargs, job_id="r1", now=10.0, retention_seconds=60)
+    assert [(p.record_id, p.idempotency, p.legacy) for p in payloads] == [
+        ("r1", "detection:idem:x", False),
+        ("r2", None, False),
+    ]
+    assert payloads[0].cot == event("a").encode()
+
+
+def test_previous_versions_are_delivered_and_flagged_legacy() -> None:
+    v2 = {"v": 2, "accepted_at": 1.0, "deliveries": [{"record_id": "r1", "cot": event("a")}]}
+    v1 = {"v": 1, "accepted_at": 1.0, "record_id": "r1", "cot": event("a")}
+    for kwargs in (v1, v2):
+        [payload] = parse_payload(kwargs, job_id="r1", now=2.0, retention_seconds=60)
+        assert payload.legacy
+
+
+def test_a_newer_version_is_refused_with_its_reason() -> None:
+    with pytest.raises(PayloadRejected, match="payload version 4 is newer"):
+        parse_payload({"v": 4, "accepted_at": 1.0}, job_id="r1", now=2.0, retention_seconds=60)
+
+
+def test_job_ids_follow_the_chunks_enqueue_writes() -> None:
+    ids = [f"r{i}" for i in range(250)]
+    jobs = job_ids_for(ids)
+    assert jobs[0] == jobs[99] == "r0"
+    assert jobs[100] == jobs[199] == "r100"
+    assert jobs[249] == "r200"
+
+
+@pytest.mark.parametrize(
+    ("events", "reason"),
+    [
+        ([b"<event uid='a' type='t' how='h'/>", b"<event uid='b' type='t'/>"], "lacks how"),
+        ([b"<event uid='a' type='t' how='h'><detail>", b"</detail></event>"], "not an <event>"),
+        (
+            [b"<event uid='a' type='t' how='h'>", b"<event uid='b' type='t' how='h'/></event>"],
+            "one",
+        ),
+        ([b"<event uid='a' type='t' how='h'/>junk"], "well-formed"),
+        ([b"<event uid='a' type='t' how='h'/><x/>"], "well-formed"),
+        ([b"<event uid='a' type='t' how='h'/><!DOCTYPE x>"], "well-formed"),
+        ([b"<eventx uid='a' type='t' how='h'/>"], "not an <event>"),
+    ],
+)
+def test_a_job_is_checked_as_it_goes_on_the_wire(events: list[bytes], reason: str) -> None:
+    with pytest.raises(PayloadRejected, match=reason):
+        check_cot_events(events)
+
+
+def test_a_good_job_passes() -> None:
+    check_cot_events([event(f"u{i}").encode() for i in range(100)])
+
+
+def test_jobs_are_read_back_from_redis_and_their_cot_found_by_record(redis: Redis) -> None:
+    writer = AtomicWriter(redis)
+    recorder = writer.recorder()
+    deliveries = [Delivery(f"r{i}", event(f"u{i}"), 1.0) for i in range(3)]
+    enqueue_deliveries(tak_queue(redis), recorder, deliveries, per_job=100)
+    assert writer.write_if_absent([], recorder) == []
+    [call, missing] = read_job_calls(redis, ["r0", "nope"])
+    assert missing is None
+    assert call is not None and not isinstance(call, PayloadRejected)
+    payloads = parse_job_call("r0", call, now=2.0, retention_seconds=60)
+    assert [p.record_id for p in payloads] == ["r0", "r1", "r2"]
+    assert cot_of(redis, "r0", "r2") == event("u2")
+    assert cot_of(redis, "r0", "r9") is None
+    assert cot_of(redis, "gone", "r2") is None
+
+
+def test_a_batch_reads_deliveries_and_names_what_can_never_be_delivered(redis: Redis) -> None:
+    writer = AtomicWriter(redis)
+    recorder = writer.recorder()
+    queue = tak_queue(redis)
+    enqueue_deliveries(queue, recorder, [Delivery("r1", event("u1"), 1.0)])
+    enqueue_deliveries(queue, recorder, [Delivery("r2", "<event uid='x'/>", 1.0)])
+    assert writer.write_if_absent([], recorder) == []
+    redis.hset("rq:job:bad", "data", b"not zlib, not json")
+    payloads, rejected = read_batch(
+        redis, ["r1", "r2", "gone", "bad"], now=2.0, retention_seconds=60
+    )
+    assert [p.record_id for p in payloads] == ["r1"]
+    assert rejected["r2"] == "CoT event lacks type, how"
+    assert rejected["gone"] == VANISHED
+    assert rejected["bad"].startswith("job payload cannot be decoded")
