@@ -1,7 +1,6 @@
-"""Discord notifications and the rq job on queue ``notify`` that carries one: written here (by
-ingest and the TAK forwarder, inside their own write when they have one: ingest's atomic Lua
-script, the forwarder's transaction) and read back here for the
-notifier. Without ``DISCORD_WEBHOOK_URL``, :func:`notify_queue` is ``None``: nothing is enqueued."""
+"""Discord notifications and their rq job on queue ``notify``: written here (by ingest and the
+forwarder, inside their own atomic write) and read back here for the notifier. Without
+``DISCORD_WEBHOOK_URL``, :func:`notify_queue` is ``None``: nothing is enqueued."""
 
 from __future__ import annotations
 
@@ -119,8 +118,7 @@ def enqueue_notification(
     queue: Queue | None, kind: str, payload: Mapping[str, Any], pipeline: Pipeline | None = None
 ) -> None:
     """One job on ``queue`` (None: does nothing; a TAK outage already announced: neither);
-    with ``pipeline``, in the caller's write (rq needs ``pipe.multi()`` called already, as
-    ``AtomicWriter.recorder`` does). A bad
+    with ``pipeline``, in the caller's write (in MULTI mode, as ``AtomicWriter.recorder`` is). A bad
     payload fails here, where it is made."""
     if queue is None:
         return
