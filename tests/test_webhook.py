@@ -7,8 +7,8 @@ import json
 import re
 
 from detection_api.alerts.webhook import (
-    Outcome,
     WebhookClient,
+    WebhookOutcome,
     classify_response,
     redact_url,
     scrub,
@@ -19,14 +19,14 @@ TOKEN = "AbCdEf-placeholder_token_0123"
 
 
 def test_2xx_is_delivered():
-    assert classify_response(204, {}, b"").outcome is Outcome.DELIVERED
-    assert classify_response(200, {}, b'{"id": "1"}').outcome is Outcome.DELIVERED
+    assert classify_response(204, {}, b"").outcome is WebhookOutcome.DELIVERED
+    assert classify_response(200, {}, b'{"id": "1"}').outcome is WebhookOutcome.DELIVERED
 
 
 def test_429_honours_retry_after_from_the_body_then_the_headers():
     body = {"message": "You are being rate limited.", "retry_after": 2.5, "global": False}
     result = classify_response(429, {"Retry-After": "9"}, json.dumps(body).encode())
-    assert (result.outcome, result.retry_after) == (Outcome.RATE_LIMITED, 2.5)
+    assert (result.outcome, result.retry_after) == (WebhookOutcome.RATE_LIMITED, 2.5)
     assert result.detail == "HTTP 429: You are being rate limited."
     assert classify_response(429, {"Retry-After": "9"}, b"").retry_after == 9.0
     assert classify_response(429, {"X-RateLimit-Reset-After": "1.25"}, b"").retry_after == 1.25
@@ -39,13 +39,16 @@ def test_429_honours_retry_after_from_the_body_then_the_headers():
 
 
 def test_server_errors_and_timeouts_are_retried_others_rejected():
-    assert classify_response(500, {}, b"oops").outcome is Outcome.RETRY
+    assert classify_response(500, {}, b"oops").outcome is WebhookOutcome.RETRY
     assert classify_response(500, {}, b"oops").retry_after is None
     assert classify_response(503, {"Retry-After": "7"}, b"").retry_after == 7.0
-    assert classify_response(408, {}, b"").outcome is Outcome.RETRY
+    assert classify_response(408, {}, b"").outcome is WebhookOutcome.RETRY
     rejected = classify_response(404, {}, b'{"message": "Unknown Webhook", "code": 10015}')
-    assert (rejected.outcome, rejected.detail) == (Outcome.REJECTED, "HTTP 404: Unknown Webhook")
-    assert classify_response(301, {}, b"").outcome is Outcome.REJECTED
+    assert (rejected.outcome, rejected.detail) == (
+        WebhookOutcome.REJECTED,
+        "HTTP 404: Unknown Webhook",
+    )
+    assert classify_response(301, {}, b"").outcome is WebhookOutcome.REJECTED
     assert classify_response(400, {}, b"bad").detail == "HTTP 400: bad"
 
 

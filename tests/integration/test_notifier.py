@@ -36,7 +36,7 @@ from detection_api.alerts.notify import (
     tak_disconnected_payload,
     tak_reconnected_payload,
 )
-from detection_api.alerts.webhook import Outcome, WebhookClient
+from detection_api.alerts.webhook import WebhookClient, WebhookOutcome
 from detection_api.local.procs import wait_until
 from detection_api.settings import Settings
 from detection_api.store.claims import ClaimLedger
@@ -592,7 +592,7 @@ def test_a_webhook_that_never_answers_is_a_retryable_timeout():
         url = f"http://127.0.0.1:{silent.getsockname()[1]}{WEBHOOK_PATH}"
         started = time.monotonic()
         result = WebhookClient(url, timeout=0.5).post({"content": "hello"})
-    assert result.outcome is Outcome.RETRY
+    assert result.outcome is WebhookOutcome.RETRY
     assert result.status is None
     assert time.monotonic() - started < 5
     assert TOKEN not in result.detail
@@ -602,7 +602,7 @@ def test_redirects_are_not_followed(receiver):
     """A redirect could carry the token to another host: it is a rejected webhook."""
     receiver.script(Reply(307, None, {"Location": f"http://127.0.0.1:9{WEBHOOK_PATH}"}))
     result = WebhookClient(receiver.url, timeout=2).post({"content": "hello"})
-    assert result.outcome is Outcome.REJECTED
+    assert result.outcome is WebhookOutcome.REJECTED
     assert result.status == 307
     assert receiver.count == 1
 

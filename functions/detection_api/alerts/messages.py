@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from detection_api.alerts.notify import (
-    DeadLetter,
+    DeadLetterAlert,
     DetectionAlert,
     NotificationPayload,
     TakDisconnected,
@@ -101,7 +101,7 @@ def _tak_line(change: TakDisconnected | TakReconnected) -> str:
     return f"Connected to {server} again{back}; queued detections are being delivered."
 
 
-def _dead_letter_line(letter: DeadLetter) -> str:
+def _dead_letter_line(letter: DeadLetterAlert) -> str:
     what = f" ({label(letter.object_class)})" if letter.object_class else ""
     return f"`{clean(letter.record_id).replace('`', '')}`{what}: {label(letter.reason, 150)}"
 
@@ -110,7 +110,7 @@ def build_message(notifications: Sequence[NotificationPayload]) -> dict[str, Any
     """One webhook body for (one or more) ``notifications``: TAK connection changes, dead
     letters, then detection alerts in arrival order."""
     tak = [n for n in notifications if isinstance(n, TakDisconnected | TakReconnected)]
-    letters = [n for n in notifications if isinstance(n, DeadLetter)]
+    letters = [n for n in notifications if isinstance(n, DeadLetterAlert)]
     alerts = [n for n in notifications if isinstance(n, DetectionAlert)]
     embeds = []
     if tak:  # every TAK connection change of the batch, titled after the latest

@@ -22,7 +22,7 @@ from rq.serializers import JSONSerializer
 
 from detection_api.alerts.messages import build_message
 from detection_api.alerts.notify import NOTIFY_FUNC, NotificationPayload, parse_notification
-from detection_api.alerts.webhook import Outcome, WebhookClient, scrub
+from detection_api.alerts.webhook import WebhookClient, WebhookOutcome, scrub
 from detection_api.backoff import Backoff
 from detection_api.store.claims import ClaimLedger
 from detection_api.store.tak_jobs import NOTIFY_QUEUE_NAME
@@ -126,16 +126,16 @@ class Notifier:
         if not (ids := list(notifications)):  # every claimed job failed
             return
         result = webhook.post(build_message(list(notifications.values())))
-        if result.outcome == Outcome.DELIVERED:
+        if result.outcome == WebhookOutcome.DELIVERED:
             self._webhook_backoff.reset()
             self.ledger.release_delivered(self.redis, ids)
             log.info("posted a Discord message for %d notification(s)", len(notifications))
             return
         wait = result.retry_after or 0.0
-        if result.outcome != Outcome.RATE_LIMITED:
+        if result.outcome != WebhookOutcome.RATE_LIMITED:
             wait = max(wait, self._webhook_backoff.next_delay())
         self._not_before = time.monotonic() + wait
-        if result.outcome == Outcome.REJECTED:
+        if result.outcome == WebhookOutcome.REJECTED:
             reason = f"Discord webhook {webhook.redacted} rejected the message: {result.detail}"
             log.error("%s; %d notification(s) failed, next post in %.1f s", reason, len(ids), wait)
             self._fail(dict.fromkeys(ids, reason))

@@ -61,19 +61,19 @@ class TakReconnected(_Payload):
     down_seconds: Annotated[_Finite, Field(ge=0.0)] | None = None
 
 
-class DeadLetter(_Payload):  # a detection the forwarder gave up on
+class DeadLetterAlert(_Payload):  # a detection the forwarder gave up on
     record_id: _Text
     reason: _LongText  # cut rather than refused: a long error is still news
     queue: _Text = "tak"
     object_class: _Text | None = None
 
 
-NotificationPayload = DetectionAlert | TakDisconnected | TakReconnected | DeadLetter
+NotificationPayload = DetectionAlert | TakDisconnected | TakReconnected | DeadLetterAlert
 PAYLOAD_MODELS: Mapping[str, type[NotificationPayload]] = {
     "detection_alert": DetectionAlert,
     "tak_disconnected": TakDisconnected,
     "tak_reconnected": TakReconnected,
-    "dead_letter": DeadLetter,
+    "dead_letter": DeadLetterAlert,
 }
 
 

@@ -35,7 +35,7 @@ def scrub(text: str, url: str | None) -> str:
     return text
 
 
-class Outcome(StrEnum):
+class WebhookOutcome(StrEnum):
     DELIVERED = "delivered"
     RATE_LIMITED = "rate_limited"  # 429: wait retry_after, keep the jobs
     RETRY = "retry"  # 5xx, 408, no answer: back off, keep the jobs
@@ -44,7 +44,7 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class WebhookResult:
-    outcome: Outcome
+    outcome: WebhookOutcome
     status: int | None  # None: no answer
     detail: str  # scrubbed, for logs and failure reasons
     retry_after: float | None = None  # seconds the server asked us to wait
@@ -64,7 +64,7 @@ def classify_response(
 ) -> WebhookResult:
     """What a webhook answer means for the jobs of the message (pure; waits capped at 10 min)."""
     if 200 <= status < 300:
-        return WebhookResult(Outcome.DELIVERED, status, f"HTTP {status}")
+        return WebhookResult(WebhookOutcome.DELIVERED, status, f"HTTP {status}")
     text = body.decode("utf-8", "replace").strip()
     try:
         data = json.loads(text)
@@ -79,10 +79,11 @@ def classify_response(
         detail += " (global)" if data.get("global") is True else ""
     wait = next((min(s, 600.0) for s in map(_seconds, waits) if s is not None), None)
     if status == 429:
-        return WebhookResult(Outcome.RATE_LIMITED, status, detail, 5.0 if wait is None else wait)
+        wait = 5.0 if wait is None else wait
+        return WebhookResult(WebhookOutcome.RATE_LIMITED, status, detail, wait)
     if status >= 500 or status == 408:
-        return WebhookResult(Outcome.RETRY, status, detail, wait)
-    return WebhookResult(Outcome.REJECTED, status, detail)
+        return WebhookResult(WebhookOutcome.RETRY, status, detail, wait)
+    return WebhookResult(WebhookOutcome.REJECTED, status, detail)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -117,5 +118,5 @@ class WebhookClient:
         except (OSError, http.client.HTTPException, ValueError) as exc:  # refused, timeout, reset
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             detail = scrub(f"no answer: {type(reason).__name__}: {reason}", self._url)[:300]
-            return WebhookResult(Outcome.RETRY, None, detail)
+            return WebhookResult(WebhookOutcome.RETRY, None, detail)
         return classify_response(status, headers, answer, self._url)
