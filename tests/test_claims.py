@@ -103,3 +103,9 @@ def test_registering_costs_one_command_per_batch(redis: Redis) -> None:
     before = calls()
     with_registry.claim(99, 0)
     assert calls() - before == plain + 2  # one ZADD for the batch, one HSET of the worker state
+
+
+def test_a_claim_of_nothing_takes_nothing(redis: Redis) -> None:
+    redis.rpush(QUEUE, "j1", "j2")
+    assert _ledger(redis).claim(0, 0) == []
+    assert redis.lrange(QUEUE, 0, -1) == [b"j1", b"j2"]

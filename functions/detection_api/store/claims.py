@@ -229,7 +229,10 @@ class ClaimLedger:
 
     def claim(self, limit: int, block_seconds: float) -> list[str]:
         """Up to ``limit`` ids from the head of the queue, in order; waits up to ``block_seconds``
-        (BLMOVE, no polling) when the queue is empty."""
+        (BLMOVE, no polling) when the queue is empty. A ``limit`` below 1 claims nothing (LRANGE
+        0 -1 would take the whole queue)."""
+        if limit < 1:
+            return []
         ids = self._claim_now(limit)
         if ids or block_seconds <= 0:
             return ids
@@ -330,8 +333,9 @@ class ClaimLedger:
                 reaped.append(ReapedClaims(name, count))
                 if count:
                     log.warning(
-                        "forwarder %s stopped without releasing its claims: %d job(s) back at the "
+                        "%s %s stopped without releasing its claims: %d job(s) back at the "
                         "front of the queue (they may be delivered twice)",
+                        self.group,
                         name,
                         count,
                     )
