@@ -192,13 +192,7 @@ def _check_geometry_inputs(
     pose: CameraPose, intrinsics: Intrinsics, pixel_x: float, pixel_y: float, max_range_m: float
 ) -> None:
     values = (
-        pose.lat_deg,
-        pose.lon_deg,
-        pose.height_above_ground_m,
-        pose.ground_hae_m,
-        pose.heading_deg,
-        pose.pitch_deg,
-        pose.roll_deg,
+        *pose.as_tuple(),
         intrinsics.focal_px,
         intrinsics.cx_px,
         intrinsics.cy_px,
@@ -226,22 +220,8 @@ def _check_geometry_inputs(
 
 
 def _check_sigmas(sigmas: InputSigmas) -> None:
-    values = (
-        sigmas.position_m,
-        sigmas.altitude_m,
-        sigmas.heading_deg,
-        sigmas.pitch_deg,
-        sigmas.roll_deg,
-        sigmas.pixel,
-    )
-    limits = (
-        MAX_SIGMAS.position_m,
-        MAX_SIGMAS.altitude_m,
-        MAX_SIGMAS.heading_deg,
-        MAX_SIGMAS.pitch_deg,
-        MAX_SIGMAS.roll_deg,
-        MAX_SIGMAS.pixel,
-    )
+    values = sigmas.as_tuple()
+    limits = MAX_SIGMAS.as_tuple()
     # "0 <= v <= limit" is False for NaN, so this also refuses non-finite sigmas.
     if not all(0.0 <= v <= limit for v, limit in zip(values, limits, strict=True)):
         raise ValueError(f"input sigmas must be finite, >= 0 and within {MAX_SIGMAS}, got {sigmas}")

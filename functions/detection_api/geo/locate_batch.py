@@ -88,28 +88,7 @@ _GEOMETRY = [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13]  # the values locate() requ
 
 def row_of(item: LocateInput) -> GeometryRow:
     pose, camera, pixel_x, pixel_y, sigmas = item
-    return (
-        pose.lat_deg,
-        pose.lon_deg,
-        pose.height_above_ground_m,
-        pose.ground_hae_m,
-        pose.heading_deg,
-        pose.pitch_deg,
-        pose.roll_deg,
-        camera.focal_px,
-        camera.width_px,
-        camera.height_px,
-        camera.cx_px,
-        camera.cy_px,
-        pixel_x,
-        pixel_y,
-        sigmas.position_m,
-        sigmas.altitude_m,
-        sigmas.heading_deg,
-        sigmas.pitch_deg,
-        sigmas.roll_deg,
-        sigmas.pixel,
-    )
+    return (*pose.as_tuple(), *camera.as_tuple(), pixel_x, pixel_y, *sigmas.as_tuple())
 
 
 def item_of(row: GeometryRow) -> LocateInput:
@@ -182,16 +161,7 @@ def locate_vectorised(
     lat_deg, lon_deg, above_ground, ground, heading, pitch, roll, focal = cols[:8]
     cx, cy, px, py = cols[10:14]
     sigma_cols = cols[14:]
-    max_sigmas = np.array(
-        [
-            MAX_SIGMAS.position_m,
-            MAX_SIGMAS.altitude_m,
-            MAX_SIGMAS.heading_deg,
-            MAX_SIGMAS.pitch_deg,
-            MAX_SIGMAS.roll_deg,
-            MAX_SIGMAS.pixel,
-        ]
-    )[:, None]
+    max_sigmas = np.array(MAX_SIGMAS.as_tuple())[:, None]
     with np.errstate(all="ignore"):
         # -- the scalar checks; whatever fails one goes to the scalar path for its error
         ok = np.isfinite(cols[_GEOMETRY]).all(axis=0)

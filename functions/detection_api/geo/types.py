@@ -16,6 +16,18 @@ class CameraPose:
     pitch_deg: float  # elevation of the optical axis, negative below the horizon
     roll_deg: float  # rotation about the optical axis, positive turns the image's right side down
 
+    def as_tuple(self) -> tuple[float, ...]:
+        """The fields in declaration order (faster than dataclasses.astuple)."""
+        return (
+            self.lat_deg,
+            self.lon_deg,
+            self.height_above_ground_m,
+            self.ground_hae_m,
+            self.heading_deg,
+            self.pitch_deg,
+            self.roll_deg,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Intrinsics:
@@ -24,6 +36,10 @@ class Intrinsics:
     height_px: float
     cx_px: float  # principal point, defaults to width / 2
     cy_px: float  # principal point, defaults to height / 2
+
+    def as_tuple(self) -> tuple[float, ...]:
+        """The fields in declaration order."""
+        return (self.focal_px, self.width_px, self.height_px, self.cx_px, self.cy_px)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +52,17 @@ class InputSigmas:
     pitch_deg: float
     roll_deg: float
     pixel: float  # each image axis
+
+    def as_tuple(self) -> tuple[float, ...]:
+        """The fields in declaration order."""
+        return (
+            self.position_m,
+            self.altitude_m,
+            self.heading_deg,
+            self.pitch_deg,
+            self.roll_deg,
+            self.pixel,
+        )
 
 
 class AltitudeReference(StrEnum):

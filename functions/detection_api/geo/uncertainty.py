@@ -142,16 +142,8 @@ def _project(pe: Vec3, pn: Vec3, w: Vec3, scale: float) -> EnColumn:
 
 def input_sigma_vector(sigmas: InputSigmas) -> tuple[float, ...]:
     """The eight 1-sigma values in ``INPUT_NAMES`` order."""
-    return (
-        sigmas.position_m,
-        sigmas.position_m,
-        sigmas.altitude_m,
-        sigmas.heading_deg,
-        sigmas.pitch_deg,
-        sigmas.roll_deg,
-        sigmas.pixel,
-        sigmas.pixel,
-    )
+    position, altitude, heading, pitch, roll, pixel = sigmas.as_tuple()
+    return (position, position, altitude, heading, pitch, roll, pixel, pixel)
 
 
 def horizontal_covariance_en(
