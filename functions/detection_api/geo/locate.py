@@ -180,7 +180,7 @@ def solve_ground_hit(
         ray,
         ray_partials_enu(axes, right_offset, down_offset, intrinsics.focal_px),
         crossing.range_m / ray_length,
-        camera_lat_rad=lat,
+        tan_camera_lat=math.tan(lat),
         prime_vertical_plus_height_m=prime_vertical_radius_m(lat) + camera_height_m,
         meridian_plus_height_m=meridian_radius_m(lat) + camera_height_m,
         hit_frame_in_camera_enu=hit_frame_in_camera_enu,
