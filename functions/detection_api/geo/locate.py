@@ -83,6 +83,8 @@ MAX_SIGMAS = InputSigmas(
     position_m=1e7, altitude_m=1e7, heading_deg=360.0, pitch_deg=360.0, roll_deg=360.0, pixel=1e7
 )
 
+_SIGMA_LIMITS = MAX_SIGMAS.as_tuple()
+
 
 class GroundHit(NamedTuple):
     """The exact hit and the Jacobian of its East/North offsets (uncertainty.INPUT_NAMES order)."""
@@ -267,7 +269,7 @@ def _check_geometry_inputs(
 
 def _check_sigmas(sigmas: InputSigmas) -> None:
     values = sigmas.as_tuple()
-    limits = MAX_SIGMAS.as_tuple()
+    limits = _SIGMA_LIMITS
     # "0 <= v <= limit" is False for NaN, so this also refuses non-finite sigmas.
     if not all(0.0 <= v <= limit for v, limit in zip(values, limits, strict=True)):
         raise ValueError(f"input sigmas must be finite, >= 0 and within {MAX_SIGMAS}, got {sigmas}")
