@@ -58,6 +58,8 @@ from detection_api.geo.types import (
     Intrinsics,
     NoGroundIntersection,
     Terrain,
+    pose_values,
+    sigma_values,
 )
 from detection_api.geo.uncertainty import (
     CE90_PER_SIGMA_CIRCULAR,
@@ -83,7 +85,7 @@ MAX_SIGMAS = InputSigmas(
     position_m=1e7, altitude_m=1e7, heading_deg=360.0, pitch_deg=360.0, roll_deg=360.0, pixel=1e7
 )
 
-_SIGMA_LIMITS = MAX_SIGMAS.as_tuple()
+_SIGMA_LIMITS = sigma_values(MAX_SIGMAS)
 
 
 class GroundHit(NamedTuple):
@@ -240,7 +242,7 @@ def _check_geometry_inputs(
     pose: CameraPose, intrinsics: Intrinsics, pixel_x: float, pixel_y: float, max_range_m: float
 ) -> None:
     values = (
-        *pose.as_tuple(),
+        *pose_values(pose),
         intrinsics.focal_px,
         intrinsics.cx_px,
         intrinsics.cy_px,
@@ -268,7 +270,7 @@ def _check_geometry_inputs(
 
 
 def _check_sigmas(sigmas: InputSigmas) -> None:
-    values = sigmas.as_tuple()
+    values = sigma_values(sigmas)
     limits = _SIGMA_LIMITS
     # "0 <= v <= limit" is False for NaN, so this also refuses non-finite sigmas.
     if not all(0.0 <= v <= limit for v, limit in zip(values, limits, strict=True)):

@@ -45,6 +45,9 @@ from detection_api.geo.types import (
     GeolocationError,
     InputSigmas,
     Intrinsics,
+    intrinsics_values,
+    pose_values,
+    sigma_values,
 )
 from detection_api.geo.uncertainty import (
     CE90_PER_SIGMA_CIRCULAR,
@@ -89,7 +92,7 @@ _GEOMETRY = [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13]  # the values locate() requ
 
 def row_of(item: LocateInput) -> GeometryRow:
     pose, camera, pixel_x, pixel_y, sigmas = item
-    return (*pose.as_tuple(), *camera.as_tuple(), pixel_x, pixel_y, *sigmas.as_tuple())
+    return (*pose_values(pose), *intrinsics_values(camera), pixel_x, pixel_y, *sigma_values(sigmas))
 
 
 def item_of(row: GeometryRow) -> LocateInput:
@@ -162,7 +165,7 @@ def locate_vectorised(
     lat_deg, lon_deg, above_ground, ground, heading, pitch, roll, focal = cols[:8]
     cx, cy, px, py = cols[10:14]
     sigma_cols = cols[14:]
-    max_sigmas = np.array(MAX_SIGMAS.as_tuple())[:, None]
+    max_sigmas = np.array(sigma_values(MAX_SIGMAS))[:, None]
     with np.errstate(all="ignore"):
         # -- the scalar checks; whatever fails one goes to the scalar path for its error
         ok = np.isfinite(cols[_GEOMETRY]).all(axis=0)

@@ -74,9 +74,7 @@ def hit_enu_jacobian_on_slope(
         ray_enu,
         ray_partials,
         ray_parameter,
-        tan_camera_lat=math.tan(camera_lat_rad),
-        prime_vertical_plus_height_m=prime_vertical_plus_height_m,
-        meridian_plus_height_m=meridian_plus_height_m,
+        (math.tan(camera_lat_rad), prime_vertical_plus_height_m, meridian_plus_height_m),
     )
     columns: list[EnuColumn] = [
         (

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
+from operator import attrgetter
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,18 +18,6 @@ class CameraPose:
     pitch_deg: float  # elevation of the optical axis, negative below the horizon
     roll_deg: float  # rotation about the optical axis, positive turns the image's right side down
 
-    def as_tuple(self) -> tuple[float, ...]:
-        """The fields in declaration order (faster than dataclasses.astuple)."""
-        return (
-            self.lat_deg,
-            self.lon_deg,
-            self.height_above_ground_m,
-            self.ground_hae_m,
-            self.heading_deg,
-            self.pitch_deg,
-            self.roll_deg,
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class Intrinsics:
@@ -36,10 +26,6 @@ class Intrinsics:
     height_px: float
     cx_px: float  # principal point, defaults to width / 2
     cy_px: float  # principal point, defaults to height / 2
-
-    def as_tuple(self) -> tuple[float, ...]:
-        """The fields in declaration order."""
-        return (self.focal_px, self.width_px, self.height_px, self.cx_px, self.cy_px)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,17 +38,6 @@ class InputSigmas:
     pitch_deg: float
     roll_deg: float
     pixel: float  # each image axis
-
-    def as_tuple(self) -> tuple[float, ...]:
-        """The fields in declaration order."""
-        return (
-            self.position_m,
-            self.altitude_m,
-            self.heading_deg,
-            self.pitch_deg,
-            self.roll_deg,
-            self.pixel,
-        )
 
 
 class AltitudeReference(StrEnum):
@@ -119,3 +94,14 @@ class Geolocation:
     dem: str | None = None  # the raster the hit lies on (terrain = dem)
     # why the flat ground was used although a DEM is configured (e.g. "outside_dem")
     terrain_note: str | None = None
+
+
+def _fields_getter(cls: type) -> Any:
+    """A function giving a value's fields in declaration order as a tuple (attrgetter, C speed;
+    dataclasses.astuple copies deeply and is ~10x slower)."""
+    return attrgetter(*(field.name for field in fields(cls)))
+
+
+pose_values = _fields_getter(CameraPose)
+intrinsics_values = _fields_getter(Intrinsics)
+sigma_values = _fields_getter(InputSigmas)

@@ -54,7 +54,7 @@ from statistics import NormalDist
 
 from detection_api.geo.camera import RayPartials
 from detection_api.geo.ellipsoid import Real
-from detection_api.geo.types import ConfidenceFlag, InputSigmas
+from detection_api.geo.types import ConfidenceFlag, InputSigmas, sigma_values
 
 CE90_PER_SIGMA_CIRCULAR = 2.1460  # CoT ce = ce90 / 2.1460 (contract constant)
 LE90_PER_SIGMA = 1.6449  # CoT le = le90 / 1.6449 (contract constant)
@@ -112,14 +112,8 @@ def hit_en_jacobian(
         hit_north[1] - north_slide * hit_up[1],
         hit_north[2] - north_slide * hit_up[2],
     )
-    directions = input_directions(
-        ray_enu,
-        ray_partials,
-        ray_parameter,
-        tan_camera_lat=tan_camera_lat,
-        prime_vertical_plus_height_m=prime_vertical_plus_height_m,
-        meridian_plus_height_m=meridian_plus_height_m,
-    )
+    camera_terms = (tan_camera_lat, prime_vertical_plus_height_m, meridian_plus_height_m)
+    directions = input_directions(ray_enu, ray_partials, ray_parameter, camera_terms)
     return tuple([_project(pe, pn, w, scale) for w, scale in directions])
 
 
@@ -127,12 +121,10 @@ def input_directions(
     ray_enu: tuple[Real, Real, Real],
     ray_partials: RayPartials,
     ray_parameter: Real,
-    *,
-    tan_camera_lat: Real,
-    prime_vertical_plus_height_m: Real,
-    meridian_plus_height_m: Real,
+    camera_terms: tuple[Real, Real, Real],
 ) -> tuple[tuple[tuple[Real, Real, Real], Real], ...]:
-    """(w, scale) per input in ``INPUT_NAMES`` order: a unit error of the input moves the point
+    """(w, scale) per input in ``INPUT_NAMES`` order, ``camera_terms`` being (tan lat, N + h,
+    M + h) at the camera: a unit error of the input moves the point
     C + t d (before it slides along the ray back onto the ground) by scale * w, in camera ENU.
 
     Camera offsets move C along its own E/N/U and also turn its ENU frame, which carries the ray;
@@ -140,7 +132,7 @@ def input_directions(
     """
     de, dn, du = ray_enu
     t = ray_parameter
-    tan_lat = tan_camera_lat
+    tan_lat, prime_vertical_plus_height_m, meridian_plus_height_m = camera_terms
     t_n = t / prime_vertical_plus_height_m
     t_m = t / meridian_plus_height_m
     t_deg = t * math.pi / 180.0
@@ -170,7 +162,7 @@ def _project(
 
 def input_sigma_vector(sigmas: InputSigmas) -> tuple[float, ...]:
     """The eight 1-sigma values in ``INPUT_NAMES`` order."""
-    position, altitude, heading, pitch, roll, pixel = sigmas.as_tuple()
+    position, altitude, heading, pitch, roll, pixel = sigma_values(sigmas)
     return (position, position, altitude, heading, pitch, roll, pixel, pixel)
 
 
