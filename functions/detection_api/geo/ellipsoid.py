@@ -17,6 +17,7 @@ Accuracy:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
 Vec3 = tuple[float, float, float]
@@ -105,24 +106,36 @@ def geodetic_to_ecef(lat_rad: float, lon_rad: float, height_m: float) -> Vec3:
     )
 
 
-def ecef_to_geodetic(x: float, y: float, z: float) -> tuple[float, float, float]:
-    """Exact (closed form, Vermeille 2004) ECEF -> (latitude rad, longitude rad, height m)."""
+def ecef_to_geodetic(
+    x: Real,
+    y: Real,
+    z: Real,
+    *,
+    sqrt: Callable[[Real], Real] = math.sqrt,
+    cbrt: Callable[[Real], Real] = math.cbrt,
+    atan2: Callable[[Real, Real], Real] = math.atan2,
+) -> tuple[Real, Real, Real]:
+    """Exact (closed form, Vermeille 2004) ECEF -> (latitude rad, longitude rad, height m).
+
+    geo/ellipsoid_arrays.py passes numpy arrays with numpy's sqrt, cbrt and arctan2; the defaults
+    (local names, no attribute look-up) keep the scalar call as fast as a plain math version.
+    """
     horizontal_sq = x * x + y * y
     p = horizontal_sq / _A2
     q = (1.0 - _E2) / _A2 * z * z
     r = (p + q - _E4) / 6.0
     s = _E4 * p * q / (4.0 * r * r * r)
-    t = math.cbrt(1.0 + s + math.sqrt(s * (2.0 + s)))
+    t = cbrt(1.0 + s + sqrt(s * (2.0 + s)))
     u = r * (1.0 + t + 1.0 / t)
-    v = math.sqrt(u * u + _E4 * q)
+    v = sqrt(u * u + _E4 * q)
     w = _E2 * (u + v - q) / (2.0 * v)
-    k = math.sqrt(u + v + w * w) - w
-    horizontal = math.sqrt(horizontal_sq)
+    k = sqrt(u + v + w * w) - w
+    horizontal = sqrt(horizontal_sq)
     d = k * horizontal / (k + _E2)
-    foot_distance = math.sqrt(d * d + z * z)
-    lat = 2.0 * math.atan2(z, d + foot_distance)
+    foot_distance = sqrt(d * d + z * z)
+    lat = 2.0 * atan2(z, d + foot_distance)
     height = (k + _E2 - 1.0) / k * foot_distance
-    return lat, math.atan2(y, x), height
+    return lat, atan2(y, x), height
 
 
 def normalize_longitude_deg(lon_deg: float) -> float:

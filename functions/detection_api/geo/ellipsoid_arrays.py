@@ -14,14 +14,13 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from detection_api.geo import ellipsoid as scalar
 from detection_api.geo.ellipsoid import FLATTENING, SEMI_MAJOR_AXIS_M, vincenty_length_m
 
 Floats = NDArray[np.float64]
 Bools = NDArray[np.bool_]
 
 _E2 = FLATTENING * (2.0 - FLATTENING)
-_E4 = _E2 * _E2
-_A2 = SEMI_MAJOR_AXIS_M * SEMI_MAJOR_AXIS_M
 _VINCENTY_TOLERANCE_RAD = 1e-13  # as in geo/ellipsoid.py
 _VINCENTY_MAX_ITERATIONS = 200
 
@@ -42,22 +41,8 @@ def geodetic_to_ecef(
 
 
 def ecef_to_geodetic(x: Floats, y: Floats, z: Floats) -> Geodetic:
-    """Vermeille's closed form, as ``ellipsoid.ecef_to_geodetic``."""
-    horizontal_sq = x * x + y * y
-    p = horizontal_sq / _A2
-    q = (1.0 - _E2) / _A2 * z * z
-    r = (p + q - _E4) / 6.0
-    s = _E4 * p * q / (4.0 * r * r * r)
-    t = np.cbrt(1.0 + s + np.sqrt(s * (2.0 + s)))
-    u = r * (1.0 + t + 1.0 / t)
-    v = np.sqrt(u * u + _E4 * q)
-    w = _E2 * (u + v - q) / (2.0 * v)
-    k = np.sqrt(u + v + w * w) - w
-    d = k * np.sqrt(horizontal_sq) / (k + _E2)
-    foot_distance = np.sqrt(d * d + z * z)
-    lat = 2.0 * np.arctan2(z, d + foot_distance)
-    height = (k + _E2 - 1.0) / k * foot_distance
-    return Geodetic(lat, np.arctan2(y, x), height)
+    """Vermeille's closed form: ``ellipsoid.ecef_to_geodetic`` with numpy's functions."""
+    return Geodetic(*scalar.ecef_to_geodetic(x, y, z, sqrt=np.sqrt, cbrt=np.cbrt, atan2=np.arctan2))
 
 
 def prime_vertical_radius_m(sin_lat: Floats) -> Floats:

@@ -30,8 +30,16 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from detection_api.geo.camera import camera_axes, image_plane_offsets, ray_enu, ray_partials_enu
+from detection_api.geo.camera import (
+    CameraAxes,
+    camera_axes,
+    image_plane_offsets,
+    ray_enu,
+    ray_partials_enu,
+)
 from detection_api.geo.ellipsoid import (
+    EnuFrame,
+    Vec3,
     enu_frame,
     enu_to_ecef,
     frame_in_frame,
@@ -49,6 +57,9 @@ from detection_api.geo.types import (
     InputSigmas,
     Intrinsics,
     NoGroundIntersection,
+    Terrain,
+    pose_values,
+    sigma_values,
 )
 from detection_api.geo.uncertainty import (
     CE90_PER_SIGMA_CIRCULAR,
@@ -73,6 +84,8 @@ MAX_AXIS_OFFSET = 1e9  # |pixel - principal point| / focal length: 1e-9 rad shor
 MAX_SIGMAS = InputSigmas(
     position_m=1e7, altitude_m=1e7, heading_deg=360.0, pitch_deg=360.0, roll_deg=360.0, pixel=1e7
 )
+
+_SIGMA_LIMITS = sigma_values(MAX_SIGMAS)
 
 
 class GroundHit(NamedTuple):
@@ -107,22 +120,46 @@ def locate(
             "the position uncertainty of this geometry overflows: the ray grazes the ground "
             "from a camera (nearly) on it"
         )
+    return hit_geolocation(
+        (hit.camera_lat_rad, hit.camera_lon_rad),
+        (crossing.lat_rad, crossing.lon_rad),
+        pose.ground_hae_m,
+        crossing.range_m,
+        covariance,
+        le90=le90_m(sigmas),
+        flag_limits=(green_max_m, yellow_max_m),
+    )
+
+
+def hit_geolocation(
+    camera_rad: tuple[float, float],
+    hit_rad: tuple[float, float],
+    hae_m: float,
+    slant_range_m: float,
+    covariance: tuple[float, float, float],
+    *,
+    le90: float,
+    flag_limits: tuple[float, float],
+    terrain: Terrain = Terrain.FLAT,
+    dem: str | None = None,
+) -> Geolocation:
+    """The answer for a hit at ``hit_rad`` (latitude, longitude) seen from ``camera_rad``, with this
+    horizontal covariance and le90; ``flag_limits`` are the green and yellow ce90 limits."""
     ce90 = ce90_m(*covariance)
-    le90 = le90_m(sigmas)
     return Geolocation(
-        lat_deg=math.degrees(crossing.lat_rad),
-        lon_deg=normalize_longitude_deg(math.degrees(crossing.lon_rad)),
-        hae_m=pose.ground_hae_m,
-        slant_range_m=crossing.range_m,
-        ground_distance_m=geodesic_distance_m(
-            hit.camera_lat_rad, hit.camera_lon_rad, crossing.lat_rad, crossing.lon_rad
-        ),
+        lat_deg=math.degrees(hit_rad[0]),
+        lon_deg=normalize_longitude_deg(math.degrees(hit_rad[1])),
+        hae_m=hae_m,
+        slant_range_m=slant_range_m,
+        ground_distance_m=geodesic_distance_m(*camera_rad, *hit_rad),
         ce90_m=ce90,
         le90_m=le90,
         ce_m=ce90 / CE90_PER_SIGMA_CIRCULAR,
         le_m=le90 / LE90_PER_SIGMA,
         covariance_en_m2=covariance,
-        flag=confidence_flag(ce90, green_max_m, yellow_max_m),
+        flag=confidence_flag(ce90, *flag_limits),
+        terrain=terrain,
+        dem=dem,
     )
 
 
@@ -141,9 +178,48 @@ def solve_ground_hit(
             NoGroundIntersection.CAMERA_BELOW_GROUND,
             f"camera height above ground is {pose.height_above_ground_m} m",
         )
+    camera_height_m = pose.ground_hae_m + pose.height_above_ground_m
+    lat, lon, camera_frame, axes, right_offset, down_offset, ray, ray_length, unit_ray_ecef = (
+        camera_ray(pose, intrinsics, pixel_x, pixel_y)
+    )
+    if ray[2] >= 0.0:
+        # the ground surface lies entirely below the camera's local horizontal plane (convexity)
+        raise GeolocationError(
+            NoGroundIntersection.ABOVE_HORIZON, "the ray points at or above the horizontal"
+        )
+    crossing = first_ground_crossing(
+        geodetic_to_ecef(lat, lon, camera_height_m),
+        unit_ray_ecef,
+        pose.ground_hae_m,
+        max_range_m,
+    )
+
+    jacobian = hit_en_jacobian(
+        ray,
+        ray_partials_enu(axes, right_offset, down_offset, intrinsics.focal_px),
+        crossing.range_m / ray_length,
+        tan_camera_lat=math.tan(lat),
+        prime_vertical_plus_height_m=prime_vertical_radius_m(lat) + camera_height_m,
+        meridian_plus_height_m=meridian_radius_m(lat) + camera_height_m,
+        hit_frame_in_camera_enu=frame_in_frame(
+            camera_frame, enu_frame(crossing.lat_rad, crossing.lon_rad)
+        ),
+    )
+    return GroundHit(lat, lon, crossing, jacobian)
+
+
+# camera_ray's answer: the camera's latitude and longitude (rad), its ENU axes in ECEF, the camera
+# axes, the pixel's (right, down) offsets on the image plane, the unnormalised ray in the camera's
+# ENU, its length, and the unit ray in ECEF. A plain tuple: this is the scalar hot path.
+CameraRay = tuple[float, float, EnuFrame, CameraAxes, float, float, Vec3, float, Vec3]
+
+
+def camera_ray(
+    pose: CameraPose, intrinsics: Intrinsics, pixel_x: float, pixel_y: float
+) -> CameraRay:
+    """The pixel's ray; ValueError when the pixel is too far off the optical axis."""
     lat = math.radians(pose.lat_deg)
     lon = math.radians(pose.lon_deg)
-    camera_height_m = pose.ground_hae_m + pose.height_above_ground_m
     camera_frame = enu_frame(lat, lon)
     axes = camera_axes(
         math.radians(pose.heading_deg), math.radians(pose.pitch_deg), math.radians(pose.roll_deg)
@@ -157,48 +233,16 @@ def solve_ground_hit(
             "the principal point: a pinhole camera cannot see that far off its axis"
         )
     ray = ray_enu(axes, right_offset, down_offset)
-    if ray[2] >= 0.0:
-        # the ground surface lies entirely below the camera's local horizontal plane (convexity)
-        raise GeolocationError(
-            NoGroundIntersection.ABOVE_HORIZON, "the ray points at or above the horizontal"
-        )
-    ray_length = math.sqrt(ray[0] * ray[0] + ray[1] * ray[1] + ray[2] * ray[2])
-    unit_ray_ecef = enu_to_ecef(
-        camera_frame, (ray[0] / ray_length, ray[1] / ray_length, ray[2] / ray_length)
-    )
-    crossing = first_ground_crossing(
-        geodetic_to_ecef(lat, lon, camera_height_m),
-        unit_ray_ecef,
-        pose.ground_hae_m,
-        max_range_m,
-    )
-
-    hit_frame_in_camera_enu = frame_in_frame(
-        camera_frame, enu_frame(crossing.lat_rad, crossing.lon_rad)
-    )
-    jacobian = hit_en_jacobian(
-        ray,
-        ray_partials_enu(axes, right_offset, down_offset, intrinsics.focal_px),
-        crossing.range_m / ray_length,
-        camera_lat_rad=lat,
-        prime_vertical_plus_height_m=prime_vertical_radius_m(lat) + camera_height_m,
-        meridian_plus_height_m=meridian_radius_m(lat) + camera_height_m,
-        hit_frame_in_camera_enu=hit_frame_in_camera_enu,
-    )
-    return GroundHit(lat, lon, crossing, jacobian)
+    length = math.sqrt(ray[0] * ray[0] + ray[1] * ray[1] + ray[2] * ray[2])
+    unit_ecef = enu_to_ecef(camera_frame, (ray[0] / length, ray[1] / length, ray[2] / length))
+    return lat, lon, camera_frame, axes, right_offset, down_offset, ray, length, unit_ecef
 
 
 def _check_geometry_inputs(
     pose: CameraPose, intrinsics: Intrinsics, pixel_x: float, pixel_y: float, max_range_m: float
 ) -> None:
     values = (
-        pose.lat_deg,
-        pose.lon_deg,
-        pose.height_above_ground_m,
-        pose.ground_hae_m,
-        pose.heading_deg,
-        pose.pitch_deg,
-        pose.roll_deg,
+        *pose_values(pose),
         intrinsics.focal_px,
         intrinsics.cx_px,
         intrinsics.cy_px,
@@ -226,22 +270,8 @@ def _check_geometry_inputs(
 
 
 def _check_sigmas(sigmas: InputSigmas) -> None:
-    values = (
-        sigmas.position_m,
-        sigmas.altitude_m,
-        sigmas.heading_deg,
-        sigmas.pitch_deg,
-        sigmas.roll_deg,
-        sigmas.pixel,
-    )
-    limits = (
-        MAX_SIGMAS.position_m,
-        MAX_SIGMAS.altitude_m,
-        MAX_SIGMAS.heading_deg,
-        MAX_SIGMAS.pitch_deg,
-        MAX_SIGMAS.roll_deg,
-        MAX_SIGMAS.pixel,
-    )
+    values = sigma_values(sigmas)
+    limits = _SIGMA_LIMITS
     # "0 <= v <= limit" is False for NaN, so this also refuses non-finite sigmas.
     if not all(0.0 <= v <= limit for v, limit in zip(values, limits, strict=True)):
         raise ValueError(f"input sigmas must be finite, >= 0 and within {MAX_SIGMAS}, got {sigmas}")

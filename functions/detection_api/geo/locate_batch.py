@@ -16,12 +16,11 @@ from about 20 detections on (``core.BATCH_MIN``; bench/core.py measures both pat
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
-from detection_api.geo.camera import axes_from_trig
+from detection_api.geo.camera import CameraAxes, axes_from_trig, ray_enu, ray_partials_enu
 from detection_api.geo.ellipsoid_arrays import (
     Floats,
     geodesic_distance_m,
@@ -46,11 +45,16 @@ from detection_api.geo.types import (
     GeolocationError,
     InputSigmas,
     Intrinsics,
+    intrinsics_values,
+    pose_values,
+    sigma_values,
 )
 from detection_api.geo.uncertainty import (
     CE90_PER_SIGMA_CIRCULAR,
     LE90_PER_SIGMA,
     ce90_per_major_sigma_table,
+    covariance_en,
+    hit_en_jacobian,
     lagrange4,
 )
 
@@ -88,28 +92,7 @@ _GEOMETRY = [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13]  # the values locate() requ
 
 def row_of(item: LocateInput) -> GeometryRow:
     pose, camera, pixel_x, pixel_y, sigmas = item
-    return (
-        pose.lat_deg,
-        pose.lon_deg,
-        pose.height_above_ground_m,
-        pose.ground_hae_m,
-        pose.heading_deg,
-        pose.pitch_deg,
-        pose.roll_deg,
-        camera.focal_px,
-        camera.width_px,
-        camera.height_px,
-        camera.cx_px,
-        camera.cy_px,
-        pixel_x,
-        pixel_y,
-        sigmas.position_m,
-        sigmas.altitude_m,
-        sigmas.heading_deg,
-        sigmas.pitch_deg,
-        sigmas.roll_deg,
-        sigmas.pixel,
-    )
+    return (*pose_values(pose), *intrinsics_values(camera), pixel_x, pixel_y, *sigma_values(sigmas))
 
 
 def item_of(row: GeometryRow) -> LocateInput:
@@ -182,16 +165,7 @@ def locate_vectorised(
     lat_deg, lon_deg, above_ground, ground, heading, pitch, roll, focal = cols[:8]
     cx, cy, px, py = cols[10:14]
     sigma_cols = cols[14:]
-    max_sigmas = np.array(
-        [
-            MAX_SIGMAS.position_m,
-            MAX_SIGMAS.altitude_m,
-            MAX_SIGMAS.heading_deg,
-            MAX_SIGMAS.pitch_deg,
-            MAX_SIGMAS.roll_deg,
-            MAX_SIGMAS.pixel,
-        ]
-    )[:, None]
+    max_sigmas = np.array(sigma_values(MAX_SIGMAS))[:, None]
     with np.errstate(all="ignore"):
         # -- the scalar checks; whatever fails one goes to the scalar path for its error
         ok = np.isfinite(cols[_GEOMETRY]).all(axis=0)
@@ -205,10 +179,10 @@ def locate_vectorised(
         camera_height = ground + above_ground
         h, p, r = np.radians(heading), np.radians(pitch), np.radians(roll)
         sh, ch, sp, cp, sr, cr = np.sin(h), np.cos(h), np.sin(p), np.cos(p), np.sin(r), np.cos(r)
-        forward, right, down, level_right, level_down = axes_from_trig((sh, ch), (sp, cp), (sr, cr))
+        axes = CameraAxes(*axes_from_trig((sh, ch), (sp, cp), (sr, cr)), sh, ch, sp, cp, sr, cr)
         a, b = (px - cx) / focal, (py - cy) / focal
         ok &= np.maximum(np.abs(a), np.abs(b)) <= MAX_AXIS_OFFSET
-        ray = tuple(forward[k] + a * right[k] + b * down[k] for k in range(3))
+        ray = ray_enu(axes, a, b)
         ok &= ray[2] < 0.0
         ray_length = np.sqrt(ray[0] * ray[0] + ray[1] * ray[1] + ray[2] * ray[2])
         e, n, u = (ray[0] / ray_length, ray[1] / ray_length, ray[2] / ray_length)
@@ -244,48 +218,17 @@ def locate_vectorised(
             )
             for axis in hit_axes_ecef
         )
-        de, dn, du = ray
-        ray_up = hit_up[0] * de + hit_up[1] * dn + hit_up[2] * du
-        east_slide = (hit_east[0] * de + hit_east[1] * dn + hit_east[2] * du) / ray_up
-        north_slide = (hit_north[0] * de + hit_north[1] * dn + hit_north[2] * du) / ray_up
-        pe = tuple(hit_east[k] - east_slide * hit_up[k] for k in range(3))
-        pn = tuple(hit_north[k] - north_slide * hit_up[k] for k in range(3))
-        t = range_m / ray_length
-        tan_lat = np.tan(lat)
-        t_n = t / (prime_vertical_radius_m(sin_lat) + camera_height)
-        t_m = t / (meridian_radius_m(sin_lat) + camera_height)
-        t_deg = t * math.pi / 180.0
-        # ray partials (geo/camera.ray_partials_enu)
-        coef_r0_turn = a * cr - b * sr
-        coef_r0 = cp + sp * (a * sr + b * cr)
-        coef_f = a * sr + b * cr
-        inv_f = 1.0 / focal
-        columns = (
-            ((1.0 + (du - tan_lat * dn) * t_n, tan_lat * de * t_n, -de * t_n), 1.0),
-            ((0.0, 1.0 + du * t_m, -dn * t_m), 1.0),
-            ((0.0, 0.0, 1.0), 1.0),
-            (
-                (
-                    coef_r0 * level_right[0] - coef_r0_turn * sh,
-                    coef_r0 * level_right[1] - coef_r0_turn * ch,
-                    0.0,
-                ),
-                t_deg,
-            ),
-            (tuple(coef_f * forward[k] - level_down[k] for k in range(3)), t_deg),
-            (tuple(a * down[k] - b * right[k] for k in range(3)), t_deg),
-            (tuple(right[k] * inv_f for k in range(3)), t),
-            (tuple(down[k] * inv_f for k in range(3)), t),
+        jacobian = hit_en_jacobian(
+            ray,
+            ray_partials_enu(axes, a, b, focal),
+            range_m / ray_length,
+            tan_camera_lat=np.tan(lat),
+            prime_vertical_plus_height_m=prime_vertical_radius_m(sin_lat) + camera_height,
+            meridian_plus_height_m=meridian_radius_m(sin_lat) + camera_height,
+            hit_frame_in_camera_enu=(hit_east, hit_north, hit_up),
         )
         sigmas = (sigma_cols[0], sigma_cols[0], *sigma_cols[1:], sigma_cols[5])
-        var_e = cov_en = var_n = 0.0
-        for (w, scale), sigma in zip(columns, sigmas, strict=True):
-            je = scale * (pe[0] * w[0] + pe[1] * w[1] + pe[2] * w[2])
-            jn = scale * (pn[0] * w[0] + pn[1] * w[1] + pn[2] * w[2])
-            s2 = sigma * sigma
-            var_e = var_e + s2 * je * je
-            cov_en = cov_en + s2 * je * jn
-            var_n = var_n + s2 * jn * jn
+        var_e, cov_en, var_n = covariance_en(jacobian, sigmas)
         ok &= np.isfinite(var_e) & np.isfinite(cov_en) & np.isfinite(var_n)
 
         # -- ce90 (geo/uncertainty.ce90_m), le90, flag

@@ -12,18 +12,20 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from detection_api.geo.camera import camera_axes, image_plane_offsets, ray_enu, ray_partials_enu
+from detection_api.geo.camera import ray_partials_enu
 from detection_api.geo.ellipsoid import (
     enu_frame,
-    enu_to_ecef,
     frame_in_frame,
-    geodesic_distance_m,
     geodetic_to_ecef,
     meridian_radius_m,
-    normalize_longitude_deg,
     prime_vertical_radius_m,
 )
-from detection_api.geo.locate import MAX_AXIS_OFFSET, _check_geometry_inputs, _check_sigmas
+from detection_api.geo.locate import (
+    _check_geometry_inputs,
+    _check_sigmas,
+    camera_ray,
+    hit_geolocation,
+)
 from detection_api.geo.terrain import TerrainMiss, first_terrain_crossing
 from detection_api.geo.terrain_uncertainty import (
     covariance_on_slope,
@@ -43,10 +45,7 @@ from detection_api.geo.types import (
 if TYPE_CHECKING:
     from detection_api.geo.heightgrid import HeightMosaic
 from detection_api.geo.uncertainty import (
-    CE90_PER_SIGMA_CIRCULAR,
     LE90_PER_SIGMA,
-    ce90_m,
-    confidence_flag,
 )
 
 _DEG = math.pi / 180.0
@@ -71,20 +70,8 @@ def locate_on_terrain(
     _check_geometry_inputs(pose, intrinsics, pixel_x, pixel_y, max_range_m)
     if not (math.isfinite(camera_hae_m) and math.isfinite(dem_sigma_m) and dem_sigma_m >= 0.0):
         raise ValueError(f"camera height {camera_hae_m} m / DEM sigma {dem_sigma_m} m invalid")
-    lat, lon = math.radians(pose.lat_deg), math.radians(pose.lon_deg)
-    camera_frame = enu_frame(lat, lon)
-    axes = camera_axes(
-        math.radians(pose.heading_deg), math.radians(pose.pitch_deg), math.radians(pose.roll_deg)
-    )
-    right_offset, down_offset = image_plane_offsets(
-        pixel_x, pixel_y, intrinsics.focal_px, intrinsics.cx_px, intrinsics.cy_px
-    )
-    if not max(abs(right_offset), abs(down_offset)) <= MAX_AXIS_OFFSET:
-        raise ValueError(f"pixel ({pixel_x}, {pixel_y}) is too far off the optical axis")
-    ray = ray_enu(axes, right_offset, down_offset)
-    ray_length = math.sqrt(ray[0] * ray[0] + ray[1] * ray[1] + ray[2] * ray[2])
-    unit_ray_ecef = enu_to_ecef(
-        camera_frame, (ray[0] / ray_length, ray[1] / ray_length, ray[2] / ray_length)
+    lat, lon, camera_frame, axes, right_offset, down_offset, ray, ray_length, unit_ray_ecef = (
+        camera_ray(pose, intrinsics, pixel_x, pixel_y)
     )
     hit = first_terrain_crossing(
         geodetic_to_ecef(lat, lon, camera_hae_m), unit_ray_ecef, dem, max_range_m
@@ -125,20 +112,14 @@ def locate_on_terrain(
     )
     if not (all(map(math.isfinite, covariance)) and math.isfinite(var_up)):
         raise ValueError("the position uncertainty of this geometry overflows (grazing ray)")
-    ce90 = ce90_m(*covariance)
-    le90 = LE90_PER_SIGMA * math.sqrt(var_up)
-    return Geolocation(
-        lat_deg=math.degrees(hit.lat_rad),
-        lon_deg=normalize_longitude_deg(math.degrees(hit.lon_rad)),
-        hae_m=hit.height_m,
-        slant_range_m=hit.range_m,
-        ground_distance_m=geodesic_distance_m(lat, lon, hit.lat_rad, hit.lon_rad),
-        ce90_m=ce90,
-        le90_m=le90,
-        ce_m=ce90 / CE90_PER_SIGMA_CIRCULAR,
-        le_m=le90 / LE90_PER_SIGMA,
-        covariance_en_m2=covariance,
-        flag=confidence_flag(ce90, green_max_m, yellow_max_m),
+    return hit_geolocation(
+        (lat, lon),
+        (hit.lat_rad, hit.lon_rad),
+        hit.height_m,
+        hit.range_m,
+        covariance,
+        le90=LE90_PER_SIGMA * math.sqrt(var_up),
+        flag_limits=(green_max_m, yellow_max_m),
         terrain=Terrain.DEM,
         dem=hit.tile,
     )

@@ -25,7 +25,7 @@ import math
 from detection_api.geo.camera import RayPartials
 from detection_api.geo.ellipsoid import EnuFrame, Vec3, dot
 from detection_api.geo.types import InputSigmas
-from detection_api.geo.uncertainty import input_sigma_vector
+from detection_api.geo.uncertainty import covariance_en, input_directions, input_sigma_vector
 
 # Columns after uncertainty.INPUT_NAMES, all in metres.
 DEM_INPUT_NAMES: tuple[str, ...] = ("dem_vertical_m", "dem_shift_east_m", "dem_shift_north_m")
@@ -51,7 +51,6 @@ def hit_enu_jacobian_on_slope(
     slope_north: float,
 ) -> tuple[EnuColumn, ...]:
     """Columns for uncertainty.INPUT_NAMES then DEM_INPUT_NAMES (everything in camera ENU)."""
-    de, dn, du = ray_enu
     east, north, up = hit_frame_in_camera_enu
     normal = (
         up[0] - slope_east * east[0] - slope_north * north[0],
@@ -71,20 +70,11 @@ def hit_enu_jacobian_on_slope(
     pn = (nx - along_n * mx, ny - along_n * my, nz - along_n * mz)
     pu = (ux - along_u * mx, uy - along_u * my, uz - along_u * mz)
 
-    t = ray_parameter
-    tan_lat = math.tan(camera_lat_rad)
-    t_n = t / prime_vertical_plus_height_m
-    t_m = t / meridian_plus_height_m
-    t_deg = t * math.pi / 180.0
-    directions = (
-        ((1.0 + (du - tan_lat * dn) * t_n, tan_lat * de * t_n, -de * t_n), 1.0),  # camera east
-        ((0.0, 1.0 + du * t_m, -dn * t_m), 1.0),  # camera north
-        ((0.0, 0.0, 1.0), 1.0),  # camera height
-        (ray_partials.heading, t_deg),
-        (ray_partials.pitch, t_deg),
-        (ray_partials.roll, t_deg),
-        (ray_partials.pixel_x, t),
-        (ray_partials.pixel_y, t),
+    directions = input_directions(
+        ray_enu,
+        ray_partials,
+        ray_parameter,
+        (math.tan(camera_lat_rad), prime_vertical_plus_height_m, meridian_plus_height_m),
     )
     columns: list[EnuColumn] = [
         (
@@ -109,11 +99,8 @@ def covariance_on_slope(
 ) -> tuple[tuple[float, float, float], float]:
     """((var_east, cov_east_north, var_north), var_up) in m^2."""
     all_sigmas = (*input_sigma_vector(sigmas), dem_sigma_m, shift_sigma_east_m, shift_sigma_north_m)
-    var_e = cov_en = var_n = var_u = 0.0
-    for (je, jn, ju), sigma in zip(jacobian, all_sigmas, strict=True):
-        s2 = sigma * sigma
-        var_e += s2 * je * je
-        cov_en += s2 * je * jn
-        var_n += s2 * jn * jn
-        var_u += s2 * ju * ju
-    return (var_e, cov_en, var_n), var_u
+    covariance = covariance_en([(je, jn) for je, jn, _ in jacobian], all_sigmas)
+    var_u = 0.0
+    for (_, _, ju), sigma in zip(jacobian, all_sigmas, strict=True):
+        var_u += sigma * sigma * ju * ju
+    return covariance, var_u

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
+from operator import attrgetter
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,3 +94,14 @@ class Geolocation:
     dem: str | None = None  # the raster the hit lies on (terrain = dem)
     # why the flat ground was used although a DEM is configured (e.g. "outside_dem")
     terrain_note: str | None = None
+
+
+def _fields_getter(cls: type) -> Any:
+    """A function giving a value's fields in declaration order as a tuple (attrgetter, C speed;
+    dataclasses.astuple copies deeply and is ~10x slower)."""
+    return attrgetter(*(field.name for field in fields(cls)))
+
+
+pose_values = _fields_getter(CameraPose)
+intrinsics_values = _fields_getter(Intrinsics)
+sigma_values = _fields_getter(InputSigmas)

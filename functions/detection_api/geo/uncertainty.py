@@ -53,8 +53,8 @@ import math
 from statistics import NormalDist
 
 from detection_api.geo.camera import RayPartials
-from detection_api.geo.ellipsoid import EnuFrame, Real, Vec3
-from detection_api.geo.types import ConfidenceFlag, InputSigmas
+from detection_api.geo.ellipsoid import Real
+from detection_api.geo.types import ConfidenceFlag, InputSigmas, sigma_values
 
 CE90_PER_SIGMA_CIRCULAR = 2.1460  # CoT ce = ce90 / 2.1460 (contract constant)
 LE90_PER_SIGMA = 1.6449  # CoT le = le90 / 1.6449 (contract constant)
@@ -80,23 +80,23 @@ EnColumn = tuple[float, float]  # (d east, d north) of the hit per unit of one i
 
 
 def hit_en_jacobian(
-    ray_enu: Vec3,
+    ray_enu: tuple[Real, Real, Real],
     ray_partials: RayPartials,
-    ray_parameter: float,
+    ray_parameter: Real,
     *,
-    camera_lat_rad: float,
-    prime_vertical_plus_height_m: float,
-    meridian_plus_height_m: float,
-    hit_frame_in_camera_enu: EnuFrame,
-) -> tuple[EnColumn, ...]:
+    tan_camera_lat: Real,
+    prime_vertical_plus_height_m: Real,
+    meridian_plus_height_m: Real,
+    hit_frame_in_camera_enu: tuple[tuple[Real, Real, Real], ...],
+) -> tuple[tuple[Real, Real], ...]:
     """East/North offsets of the hit per unit error of each input, in ``INPUT_NAMES`` order.
 
     Every vector is in the camera's ENU components; ``ray_parameter`` is t in X = C + t d for the
-    unnormalised ``ray_enu`` d; the radii are N + h and M + h at the camera.
+    unnormalised ``ray_enu`` d; the radii are N + h and M + h at the camera. Plain arithmetic:
+    geo/locate_batch.py passes numpy arrays.
     """
     de, dn, du = ray_enu
     hit_east, hit_north, hit_up = hit_frame_in_camera_enu
-    t = ray_parameter
     # dX = w + dt d with w = dC + t dd and dt = -(n . w) / (n . d), so the hit's East offset is
     # (east - (east . d)/(n . d) n) . w, and likewise North: two fixed projection vectors.
     ray_up = hit_up[0] * de + hit_up[1] * dn + hit_up[2] * du
@@ -112,28 +112,48 @@ def hit_en_jacobian(
         hit_north[1] - north_slide * hit_up[1],
         hit_north[2] - north_slide * hit_up[2],
     )
+    camera_terms = (tan_camera_lat, prime_vertical_plus_height_m, meridian_plus_height_m)
+    directions = input_directions(ray_enu, ray_partials, ray_parameter, camera_terms)
+    return tuple([_project(pe, pn, w, scale) for w, scale in directions])
 
-    # camera offsets move C along its own E/N/U and also turn its ENU frame, which carries the ray
-    tan_lat = math.tan(camera_lat_rad)
+
+def input_directions(
+    ray_enu: tuple[Real, Real, Real],
+    ray_partials: RayPartials,
+    ray_parameter: Real,
+    camera_terms: tuple[Real, Real, Real],
+) -> tuple[tuple[tuple[Real, Real, Real], Real], ...]:
+    """(w, scale) per input in ``INPUT_NAMES`` order, ``camera_terms`` being (tan lat, N + h,
+    M + h) at the camera: a unit error of the input moves the point
+    C + t d (before it slides along the ray back onto the ground) by scale * w, in camera ENU.
+
+    Camera offsets move C along its own E/N/U and also turn its ENU frame, which carries the ray;
+    attitude and pixel errors turn the ray (``camera.ray_partials_enu``, per degree here).
+    """
+    de, dn, du = ray_enu
+    t = ray_parameter
+    tan_lat, prime_vertical_plus_height_m, meridian_plus_height_m = camera_terms
     t_n = t / prime_vertical_plus_height_m
     t_m = t / meridian_plus_height_m
-    w_east = (1.0 + (du - tan_lat * dn) * t_n, tan_lat * de * t_n, -de * t_n)
-    w_north = (0.0, 1.0 + du * t_m, -dn * t_m)
-    w_height = (0.0, 0.0, 1.0)
     t_deg = t * math.pi / 180.0
     return (
-        _project(pe, pn, w_east, 1.0),
-        _project(pe, pn, w_north, 1.0),
-        _project(pe, pn, w_height, 1.0),
-        _project(pe, pn, ray_partials.heading, t_deg),
-        _project(pe, pn, ray_partials.pitch, t_deg),
-        _project(pe, pn, ray_partials.roll, t_deg),
-        _project(pe, pn, ray_partials.pixel_x, t),
-        _project(pe, pn, ray_partials.pixel_y, t),
+        ((1.0 + (du - tan_lat * dn) * t_n, tan_lat * de * t_n, -de * t_n), 1.0),  # camera east
+        ((0.0, 1.0 + du * t_m, -dn * t_m), 1.0),  # camera north
+        ((0.0, 0.0, 1.0), 1.0),  # camera height
+        (ray_partials.heading, t_deg),
+        (ray_partials.pitch, t_deg),
+        (ray_partials.roll, t_deg),
+        (ray_partials.pixel_x, t),
+        (ray_partials.pixel_y, t),
     )
 
 
-def _project(pe: Vec3, pn: Vec3, w: Vec3, scale: float) -> EnColumn:
+def _project(
+    pe: tuple[Real, Real, Real],
+    pn: tuple[Real, Real, Real],
+    w: tuple[Real, Real, Real],
+    scale: Real,
+) -> tuple[Real, Real]:
     return (
         scale * (pe[0] * w[0] + pe[1] * w[1] + pe[2] * w[2]),
         scale * (pn[0] * w[0] + pn[1] * w[1] + pn[2] * w[2]),
@@ -142,29 +162,29 @@ def _project(pe: Vec3, pn: Vec3, w: Vec3, scale: float) -> EnColumn:
 
 def input_sigma_vector(sigmas: InputSigmas) -> tuple[float, ...]:
     """The eight 1-sigma values in ``INPUT_NAMES`` order."""
-    return (
-        sigmas.position_m,
-        sigmas.position_m,
-        sigmas.altitude_m,
-        sigmas.heading_deg,
-        sigmas.pitch_deg,
-        sigmas.roll_deg,
-        sigmas.pixel,
-        sigmas.pixel,
-    )
+    position, altitude, heading, pitch, roll, pixel = sigma_values(sigmas)
+    return (position, position, altitude, heading, pitch, roll, pixel, pixel)
 
 
 def horizontal_covariance_en(
     jacobian: tuple[EnColumn, ...], sigmas: InputSigmas
 ) -> tuple[float, float, float]:
     """J diag(sigma^2) J^T as (var_east, cov_east_north, var_north) in m^2."""
+    return covariance_en(jacobian, input_sigma_vector(sigmas))
+
+
+def covariance_en(
+    jacobian: tuple[tuple[Real, Real], ...], sigma_vector: tuple[Real, ...]
+) -> tuple[Real, Real, Real]:
+    """``horizontal_covariance_en`` for the 1-sigma values given in ``INPUT_NAMES`` order (plain
+    arithmetic: geo/locate_batch.py passes numpy arrays)."""
     var_e = cov_en = var_n = 0.0
-    for (je, jn), sigma in zip(jacobian, input_sigma_vector(sigmas), strict=True):
+    for (je, jn), sigma in zip(jacobian, sigma_vector, strict=True):
         s2 = sigma * sigma
-        var_e += s2 * je * je
-        cov_en += s2 * je * jn
-        var_n += s2 * jn * jn
-    return var_e, cov_en, var_n
+        var_e = var_e + s2 * je * je
+        cov_en = cov_en + s2 * je * jn
+        var_n = var_n + s2 * jn * jn
+    return var_e, cov_en, var_n  # type: ignore[return-value] # Real after the first input
 
 
 def principal_sigmas(var_e: float, cov_en: float, var_n: float) -> tuple[float, float]:

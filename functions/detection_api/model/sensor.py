@@ -21,6 +21,9 @@ from detection_api.model.fields import (
     outside_image,
 )
 
+# the image dimension each principal-point coordinate must stay within
+_IMAGE_SIZE_FIELD = {"principal_x": "image_width", "principal_y": "image_height"}
+
 
 class SensorMetadata(BaseModel):
     """Camera pose, intrinsics and optional 1-sigma input errors."""
@@ -136,20 +139,13 @@ class SensorMetadata(BaseModel):
             )
         return focal_px
 
-    @field_validator("principal_x")
+    @field_validator("principal_x", "principal_y")
     @classmethod
-    def _principal_x_inside(cls, value: float | None, info: ValidationInfo) -> float | None:
-        width = info.data.get("image_width")
-        if value is not None and width is not None and value > width:
-            raise outside_image("principal_x", width)
-        return value
-
-    @field_validator("principal_y")
-    @classmethod
-    def _principal_y_inside(cls, value: float | None, info: ValidationInfo) -> float | None:
-        height = info.data.get("image_height")
-        if value is not None and height is not None and value > height:
-            raise outside_image("principal_y", height)
+    def _principal_point_inside(cls, value: float | None, info: ValidationInfo) -> float | None:
+        field = info.field_name or ""
+        bound = info.data.get(_IMAGE_SIZE_FIELD[field])
+        if value is not None and bound is not None and value > bound:
+            raise outside_image(field, bound)
         return value
 
     def pose(self) -> CameraPose:
