@@ -31,6 +31,7 @@ from detection_api.app.problems import Problem
 from detection_api.app.token_cache import VerifiedTokens
 from detection_api.auth import AuthError, Principal, Scope, TokenVerifier
 from detection_api.settings import Settings
+from detection_api.store.atomic import Budget, BudgetExceeded, Window
 
 log = logging.getLogger(__name__)
 
@@ -154,39 +155,114 @@ def _rate_limit_key() -> str:
     return f"ip:{request.remote_addr or 'unknown'}"
 
 
-def install_rate_limits(app: Flask, settings: Settings) -> Callable[[int], None]:
+INGEST_ROUTES = frozenset({"/", "/api/v1/detections"})  # POST: charged by the write script
+
+
+class RateLimits:
     """Limits per token subject (or client IP) counted in Redis, so they hold across pods.
 
     The ``limits`` library (the engine under flask-limiter) is used directly: one Lua call per
     request for the sliding-window counter, and the window statistics for the RateLimit-* headers
     are read only when answering 429. Redis down: the request goes on, and ingest answers 503.
-    Returns ``charge(cost)``: an ingest route calls it with the detections beyond the first.
-    """
-    limiter = SlidingWindowCounterRateLimiter(_storage(settings))
-    rules = parse_many(settings.rate_limit)
 
-    def charge(cost: int) -> None:
+    The ingest routes (POST on ``INGEST_ROUTES``) are not charged on arrival: their write script
+    charges the same counters (``budget``: 1, then the detections beyond the first) in the round
+    trip that stores them (store/atomic.py), so over the limit nothing is stored. A request those
+    routes reject before storing (400, 413, 415, 422) is charged after it is answered
+    (``settle``); past the limit, its answer becomes the 429.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._storage = _storage(settings)
+        self._limiter = SlidingWindowCounterRateLimiter(self._storage)
+        self._rules = parse_many(settings.rate_limit)
+
+    def charge(self, cost: int) -> None:
         if cost < 1:
             return
         key = _rate_limit_key()
-        for rule in rules:
+        for rule in self._rules:
             try:
-                allowed = limiter.hit(rule, key, cost=cost)
-                if allowed:
+                if self._limiter.hit(rule, key, cost=cost):
                     continue
-                stats = limiter.get_window_stats(rule, key)
             except RedisError:
                 return
-            retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-            raise _too_many(rule, retry_after, "rate", stats.remaining)
+            raise self.exceeded(rule)
+
+    def exceeded(self, rule: RateLimitItem) -> Problem:
+        """The 429 for a full ``rule`` (reads its window for the headers)."""
+        try:
+            stats = self._limiter.get_window_stats(rule, _rate_limit_key())
+        except RedisError:
+            return _too_many(rule, 1, "rate")
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        return _too_many(rule, retry_after, "rate", stats.remaining)
+
+    def defer(self) -> None:
+        """An ingest request: its arrival is charged with its write (or by ``settle``)."""
+        g.rate_cost = 1
+
+    def admit(self, count: int) -> None:
+        """The request carries ``count`` detections (1 + the rest)."""
+        if g.get("rate_cost"):
+            g.rate_cost = max(1, count)
+
+    def take_budget(self) -> Budget | None:
+        """The pending charge, for the write script (None: already charged, or nothing)."""
+        cost = g.pop("rate_cost", 0)
+        if not cost:
+            return None
+        key = _rate_limit_key()
+        windows = tuple(
+            Window(
+                # limits' own key names (RedisStorage, sliding window): shared with ``charge``.
+                self._storage.prefixed_key(self._storage._previous_window_key(rule.key_for(key))),
+                self._storage.prefixed_key(self._storage._current_window_key(rule.key_for(key))),
+                rule.amount,
+                rule.get_expiry(),
+            )
+            for rule in self._rules
+        )
+        return Budget(windows, first=1, rest=cost - 1)
+
+    def over_budget(self, exc: BudgetExceeded) -> Problem:
+        return self.exceeded(self._rules[exc.window])
+
+    def settle(self) -> Problem | None:
+        """Charge what an ingest request left pending (it was answered before its write)."""
+        cost = g.pop("rate_cost", 0)
+        try:
+            self.charge(cost)
+        except Problem as problem:
+            return problem
+        return None
+
+
+def install_rate_limits(
+    app: Flask, settings: Settings, respond: Callable[[Problem], Response]
+) -> RateLimits:
+    """Charge every request but the open paths and OPTIONS; ``respond`` answers a ``Problem``
+    (the app's problem+json handler). Returns the limits the ingest routes charge themselves."""
+    limits = RateLimits(settings)
 
     @app.before_request
     def _rate_limit() -> None:
         if request.path in OPEN_PATHS or request.method == "OPTIONS":
             return
-        charge(1)
+        if request.method == "POST" and request.path in INGEST_ROUTES:
+            limits.defer()
+            return
+        limits.charge(1)
 
-    return charge
+    @app.after_request
+    def _settle(response: Response) -> Response:
+        if g.get("rate_cost"):
+            problem = limits.settle()
+            if problem is not None:
+                return respond(problem)
+        return response
+
+    return limits
 
 
 def install_cors_and_headers(app: Flask, settings: Settings) -> None:
