@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 from redis import Redis
 
@@ -146,7 +148,9 @@ def test_jobs_written_directly_are_the_jobs_rq_enqueue_call_writes(redis: Redis)
         description="deliver 2 detection(s) to TAK",
     )
     ours, rqs = redis.hgetall("rq:job:r0"), redis.hgetall("rq:job:by-rq")
-    stamps = {b"created_at", b"enqueued_at"}
+    assert zlib.decompress(ours[b"data"]) == zlib.decompress(rqs[b"data"])
+    assert len(ours[b"data"]) == len(rqs[b"data"])  # compressed as well as rq does it
+    stamps = {b"created_at", b"enqueued_at", b"data"}
     assert {k: v for k, v in ours.items() if k not in stamps} == {
         k: v for k, v in rqs.items() if k not in stamps
     }

@@ -97,6 +97,15 @@ _JOB_FIELDS: dict[str, object] = {
 }  # no ttl and no failure_ttl: never expire queued; dead letters stay until requeued or purged
 
 
+def _compress(data: bytes) -> bytes:
+    """zlib, as rq's ``data`` field is, with a window no larger than the data: the same output
+    (the window covers all of it) without initialising a 32 KiB window for a 600-byte single
+    delivery, a third of the time. Any zlib decompressor (rq's, ``_decode_call``) reads it."""
+    wbits = max(9, min(15, len(data).bit_length()))
+    compressor = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    return compressor.compress(data) + compressor.flush()
+
+
 def enqueue_deliveries(
     queue: Queue, pipe: Pipeline, deliveries: list[Delivery], *, per_job: int = 1
 ) -> list[str]:
@@ -104,10 +113,10 @@ def enqueue_deliveries(
     caller's pipeline, which ingest never executes: it hands the recorded commands to
     ``atomic.AtomicWriter`` (one Lua script). Returns the job ids.
 
-    The job hashes are written directly, as rq's ``Queue.enqueue_call`` writes them (same fields,
-    same ``data`` encoding: zlib of the JSON-serialised call), without building an rq ``Job``
-    per request: that cost a fifth of a single request's function time. rq, ``rq info`` and the
-    forwarder read them as rq's own."""
+    The job hashes are written directly, as rq's ``Queue.enqueue_call`` writes them (same
+    fields, same ``data`` encoding: zlib of the JSON-serialised call, see ``_compress``), without
+    building an rq ``Job`` per request: that cost a fifth of a single request's function time.
+    rq, ``rq info`` and the forwarder read them as rq's own."""
     size = max(1, min(per_job, MAX_DELIVERIES_PER_JOB))
     if not deliveries:
         return []
@@ -120,7 +129,7 @@ def enqueue_deliveries(
         call = (DELIVER_FUNC, None, (), job_kwargs(chunk))
         fields = {
             "created_at": stamp,
-            "data": zlib.compress(JSONSerializer.dumps(call)),
+            "data": _compress(JSONSerializer.dumps(call)),
             **_JOB_FIELDS,
             "description": f"deliver {len(chunk)} detection(s) to TAK",
             "enqueued_at": stamp,
