@@ -18,6 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from functools import lru_cache
 
 from flask import Flask, Response, g, request
 from flask_cors import CORS
@@ -176,6 +177,7 @@ class RateLimits:
         self._storage = _storage(settings)
         self._limiter = SlidingWindowCounterRateLimiter(self._storage)
         self._rules = parse_many(settings.rate_limit)
+        self._windows = lru_cache(maxsize=4096)(self._windows_for)  # per producer, or address
 
     def charge(self, cost: int) -> None:
         if cost < 1:
@@ -212,18 +214,21 @@ class RateLimits:
         cost = g.pop("rate_cost", 0)
         if not cost:
             return None
-        key = _rate_limit_key()
-        windows = tuple(
+        return Budget(self._windows(_rate_limit_key()), first=1, rest=cost - 1)
+
+    def _windows_for(self, key: str) -> tuple[Window, ...]:
+        """The counters of ``key``, by limits' own key names (RedisStorage, sliding window), so
+        ``charge`` and the write script charge the same ones."""
+        storage = self._storage
+        return tuple(
             Window(
-                # limits' own key names (RedisStorage, sliding window): shared with ``charge``.
-                self._storage.prefixed_key(self._storage._previous_window_key(rule.key_for(key))),
-                self._storage.prefixed_key(self._storage._current_window_key(rule.key_for(key))),
+                storage.prefixed_key(storage._previous_window_key(rule.key_for(key))),
+                storage.prefixed_key(storage._current_window_key(rule.key_for(key))),
                 rule.amount,
                 rule.get_expiry(),
             )
             for rule in self._rules
         )
-        return Budget(windows, first=1, rest=cost - 1)
 
     def over_budget(self, exc: BudgetExceeded) -> Problem:
         return self.exceeded(self._rules[exc.window])
