@@ -1,7 +1,8 @@
-"""The ingest routes charge the rate limit in the script that stores them (one round trip): the
-real function on a real Redis. Over the limit nothing is stored, the answer is the same 429 as
-on every other route, and the budget is the one other routes share. A request the ingest rejects
-before storing still pays, after it is answered."""
+"""The ingest routes' rate limit, the real function on a real Redis: over the limit nothing is
+stored, the answer is the same 429 as on every other route, the budget is the one other routes
+share, and a request the ingest rejects before storing still pays. (These hold whichever round
+trip makes the charge: the guard for moving it into the write script, store/atomic.py ``Budget``.)
+"""
 
 from __future__ import annotations
 

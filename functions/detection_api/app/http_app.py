@@ -49,12 +49,11 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     registry.register(QueueDepthCollector(lambda: redis))
     metrics = FunctionMetrics(registry, DEFAULT_TYPE_MAP.keys())
     install_request_metrics(app, registry)
-    responder = ProblemResponder(metrics, settings.max_body_bytes)
-    responder.install(app)
+    ProblemResponder(metrics, settings.max_body_bytes).install(app)
     # Auth first (the rate-limit key is the token subject), then limits.
     install_cors_and_headers(app, settings)
     install_auth(app, settings)
-    rate_limits = install_rate_limits(app, settings, responder.problem)
+    charge = install_rate_limits(app, settings)
     dead_letters_received = Counter(
         "detection_api_broker_dead_letters_total",
         "Broker dead letters received on POST /dead-letters (stored for `queue dead`)",
@@ -62,7 +61,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         registry=registry,
     )
     ingestor = Ingestor(settings, redis)
-    attach(app, Services(settings, redis, ingestor, metrics, rate_limits, dead_letters_received))
+    attach(app, Services(settings, redis, ingestor, metrics, charge, dead_letters_received))
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     return app

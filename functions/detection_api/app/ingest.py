@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +35,7 @@ from detection_api.core import CoreConfig, geolocation_as_dict, process_detectio
 from detection_api.geo.types import GeolocationError
 from detection_api.model import Detection, parse_detection
 from detection_api.settings import Settings
-from detection_api.store.atomic import AtomicWriter, Budget
+from detection_api.store.atomic import AtomicWriter
 from detection_api.store.audit import AuditEvent, AuditLog
 from detection_api.store.records import (
     DeliveryState,
@@ -97,23 +96,14 @@ class Ingestor:
             )
         return detections
 
-    def ingest(
-        self,
-        submissions: list[Submission],
-        *,
-        batch: bool = False,
-        budget: Callable[[], Budget | None] | None = None,
-    ) -> list[Outcome]:
-        """Store a request's detections. ``budget`` gives the rate-limit charge to make in the
-        same script as the write (asked right before the first write; ``BudgetExceeded``: over
-        the limit, nothing stored)."""
+    def ingest(self, submissions: list[Submission], *, batch: bool = False) -> list[Outcome]:
         if not submissions:
             raise problems.invalid("no detections in the request")
         try:
             detections = self.validate(submissions, batch=batch)
             check_repeats(submissions, batch=batch)
             record_ids = [new_record_id() for _ in submissions]
-            outcomes = self._store(submissions, detections, record_ids, batch=batch, budget=budget)
+            outcomes = self._store(submissions, detections, record_ids, batch=batch)
         except RedisError as exc:
             log.warning("redis unavailable during ingest: %s", exc.__class__.__name__)
             raise problems.redis_unavailable() from exc
@@ -159,7 +149,6 @@ class Ingestor:
         record_ids: list[str],
         *,
         batch: bool,
-        budget: Callable[[], Budget | None] | None = None,
     ) -> list[Outcome]:
         # Geometry first: an impossible detection rejects the request before anything is written.
         processed = self._process(submissions, detections, record_ids, batch)
@@ -194,9 +183,7 @@ class Ingestor:
             # A request's detections travel in one job (up to 100): one rq job per request.
             enqueue_deliveries(self.queue, recorder, deliveries, per_job=MAX_DELIVERIES_PER_JOB)
             guarded = [i for i in pending if markers[i] is not None]
-            charge = budget() if budget is not None else None
-            budget = None  # charged once, with the first write
-            existing = self.atomic.write_if_absent([markers[i] for i in guarded], recorder, charge)
+            existing = self.atomic.write_if_absent([markers[i] for i in guarded], recorder)
             if not existing:
                 outcomes.update((i, processed[i][0]) for i in pending)
                 return [outcomes[i] for i in range(len(submissions))]

@@ -1,6 +1,6 @@
 """The steps both ingest routes (CloudEvents on ``/``, v1 REST) take around the ``Ingestor``:
-read the body within ``MAX_BODY_BYTES``, admit the request's detection count (the cap; the rate
-limit is charged by the write itself, store/atomic.py), and count what the ingest decided."""
+read the body within ``MAX_BODY_BYTES``, admit the request's detection count (cap, then the rate
+limit for the detections beyond the first), and count what the ingest decided."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from detection_api.app.metrics import FunctionMetrics
 from detection_api.app.problems import Problem
 from detection_api.app.services import services
 from detection_api.app.submissions import Outcome, Submission
-from detection_api.store.atomic import BudgetExceeded
 
 
 def read_body() -> bytes:
@@ -34,17 +33,13 @@ def admit(count: int) -> None:
             "split the request",
             max_detections=cap,
         )
-    found.rate_limits.admit(count)  # charged with the write (security.RateLimits)
+    found.charge(count - 1)  # the request itself paid for one
 
 
 def ingest(submissions: list[Submission], *, batch: bool) -> list[Outcome]:
     found = services()
     try:
-        outcomes = found.ingestor.ingest(
-            submissions, batch=batch, budget=found.rate_limits.take_budget
-        )
-    except BudgetExceeded as exc:
-        raise found.rate_limits.over_budget(exc) from None
+        outcomes = found.ingestor.ingest(submissions, batch=batch)
     except Problem:
         _count_rejected(found.metrics, submissions)
         raise

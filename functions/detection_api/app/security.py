@@ -18,7 +18,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from functools import lru_cache
 
 from flask import Flask, Response, g, request
 from flask_cors import CORS
@@ -32,7 +31,6 @@ from detection_api.app.problems import Problem
 from detection_api.app.token_cache import VerifiedTokens
 from detection_api.auth import AuthError, Principal, Scope, TokenVerifier
 from detection_api.settings import Settings
-from detection_api.store.atomic import Budget, BudgetExceeded, Window
 
 log = logging.getLogger(__name__)
 
@@ -156,118 +154,39 @@ def _rate_limit_key() -> str:
     return f"ip:{request.remote_addr or 'unknown'}"
 
 
-INGEST_ROUTES = frozenset({"/", "/api/v1/detections"})  # POST: charged by the write script
-
-
-class RateLimits:
+def install_rate_limits(app: Flask, settings: Settings) -> Callable[[int], None]:
     """Limits per token subject (or client IP) counted in Redis, so they hold across pods.
 
     The ``limits`` library (the engine under flask-limiter) is used directly: one Lua call per
     request for the sliding-window counter, and the window statistics for the RateLimit-* headers
     are read only when answering 429. Redis down: the request goes on, and ingest answers 503.
-
-    The ingest routes (POST on ``INGEST_ROUTES``) are not charged on arrival: their write script
-    charges the same counters (``budget``: 1, then the detections beyond the first) in the round
-    trip that stores them (store/atomic.py), so over the limit nothing is stored. A request those
-    routes reject before storing (400, 413, 415, 422) is charged after it is answered
-    (``settle``); past the limit, its answer becomes the 429.
+    Returns ``charge(cost)``: an ingest route calls it with the detections beyond the first.
     """
+    limiter = SlidingWindowCounterRateLimiter(_storage(settings))
+    rules = parse_many(settings.rate_limit)
 
-    def __init__(self, settings: Settings) -> None:
-        self._storage = _storage(settings)
-        self._limiter = SlidingWindowCounterRateLimiter(self._storage)
-        self._rules = parse_many(settings.rate_limit)
-        self._windows = lru_cache(maxsize=4096)(self._windows_for)  # per producer, or address
-
-    def charge(self, cost: int) -> None:
+    def charge(cost: int) -> None:
         if cost < 1:
             return
         key = _rate_limit_key()
-        for rule in self._rules:
+        for rule in rules:
             try:
-                if self._limiter.hit(rule, key, cost=cost):
+                allowed = limiter.hit(rule, key, cost=cost)
+                if allowed:
                     continue
+                stats = limiter.get_window_stats(rule, key)
             except RedisError:
                 return
-            raise self.exceeded(rule)
-
-    def exceeded(self, rule: RateLimitItem) -> Problem:
-        """The 429 for a full ``rule`` (reads its window for the headers)."""
-        try:
-            stats = self._limiter.get_window_stats(rule, _rate_limit_key())
-        except RedisError:
-            return _too_many(rule, 1, "rate")
-        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-        return _too_many(rule, retry_after, "rate", stats.remaining)
-
-    def defer(self) -> None:
-        """An ingest request: its arrival is charged with its write (or by ``settle``)."""
-        g.rate_cost = 1
-
-    def admit(self, count: int) -> None:
-        """The request carries ``count`` detections (1 + the rest)."""
-        if g.get("rate_cost"):
-            g.rate_cost = max(1, count)
-
-    def take_budget(self) -> Budget | None:
-        """The pending charge, for the write script (None: already charged, or nothing)."""
-        cost = g.pop("rate_cost", 0)
-        if not cost:
-            return None
-        return Budget(self._windows(_rate_limit_key()), first=1, rest=cost - 1)
-
-    def _windows_for(self, key: str) -> tuple[Window, ...]:
-        """The counters of ``key``, by limits' own key names (RedisStorage, sliding window), so
-        ``charge`` and the write script charge the same ones."""
-        storage = self._storage
-        return tuple(
-            Window(
-                storage.prefixed_key(storage._previous_window_key(rule.key_for(key))),
-                storage.prefixed_key(storage._current_window_key(rule.key_for(key))),
-                rule.amount,
-                rule.get_expiry(),
-            )
-            for rule in self._rules
-        )
-
-    def over_budget(self, exc: BudgetExceeded) -> Problem:
-        return self.exceeded(self._rules[exc.window])
-
-    def settle(self) -> Problem | None:
-        """Charge what an ingest request left pending (it was answered before its write)."""
-        cost = g.pop("rate_cost", 0)
-        try:
-            self.charge(cost)
-        except Problem as problem:
-            return problem
-        return None
-
-
-def install_rate_limits(
-    app: Flask, settings: Settings, respond: Callable[[Problem], Response]
-) -> RateLimits:
-    """Charge every request but the open paths and OPTIONS; ``respond`` answers a ``Problem``
-    (the app's problem+json handler). Returns the limits the ingest routes charge themselves."""
-    limits = RateLimits(settings)
+            retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+            raise _too_many(rule, retry_after, "rate", stats.remaining)
 
     @app.before_request
     def _rate_limit() -> None:
         if request.path in OPEN_PATHS or request.method == "OPTIONS":
             return
-        if request.method == "POST" and request.path in INGEST_ROUTES:
-            limits.defer()
-            return
-        limits.charge(1)
+        charge(1)
 
-    @app.after_request
-    def _settle(response: Response) -> Response:
-        if g.get("rate_cost"):
-            problem = limits.settle()
-            if problem is not None:
-                return respond(problem)
-        return response
-
-    return limits
+    return charge
 
 
 def install_cors_and_headers(app: Flask, settings: Settings) -> None:

@@ -8,6 +8,7 @@ identity ``security.install_auth`` put on ``flask.g``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -17,7 +18,6 @@ from redis import Redis
 
 from detection_api.app.ingest import Ingestor
 from detection_api.app.metrics import FunctionMetrics
-from detection_api.app.security import RateLimits
 from detection_api.auth import Principal
 from detection_api.settings import Settings
 
@@ -30,8 +30,8 @@ class Services:
     redis: Redis
     ingestor: Ingestor
     metrics: FunctionMetrics
-    # The rate limit the ingest routes charge with their write (security.RateLimits).
-    rate_limits: RateLimits
+    # Charges the rate limit for the detections beyond the first (security.install_rate_limits).
+    charge: Callable[[int], None]
     dead_letters_received: Counter
 
 
