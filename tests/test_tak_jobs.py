@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 from redis import Redis
 
 from detection_api.store.atomic import AtomicWriter
 from detection_api.store.tak_jobs import (
+    DELIVER_FUNC,
     PAYLOAD_VERSION,
     VANISHED,
     Delivery,
@@ -124,3 +127,38 @@ def test_a_batch_reads_deliveries_and_names_what_can_never_be_delivered(redis: R
     assert rejected["r2"] == "CoT event lacks type, how"
     assert rejected["gone"] == VANISHED
     assert rejected["bad"].startswith("job payload cannot be decoded")
+
+
+def test_jobs_written_directly_are_the_jobs_rq_enqueue_call_writes(redis: Redis) -> None:
+    """enqueue_deliveries writes rq's job hash itself; it must be field for field what rq's
+    ``enqueue_call`` with the same options writes, and rq must read and list it as its own."""
+    queue = tak_queue(redis)
+    deliveries = [Delivery(f"r{i}", event(f"u{i}"), 1.5, f"idem:{i}") for i in range(3)]
+    with redis.pipeline() as pipe:
+        assert enqueue_deliveries(queue, pipe, deliveries, per_job=2) == ["r0", "r2"]
+        pipe.execute()
+    queue.enqueue_call(
+        DELIVER_FUNC,
+        kwargs=job_kwargs(deliveries[:2]),
+        job_id="by-rq",
+        result_ttl=0,
+        failure_ttl=None,
+        ttl=None,
+        timeout=60,
+        description="deliver 2 detection(s) to TAK",
+    )
+    ours, rqs = redis.hgetall("rq:job:r0"), redis.hgetall("rq:job:by-rq")
+    assert zlib.decompress(ours[b"data"]) == zlib.decompress(rqs[b"data"])
+    assert len(ours[b"data"]) == len(rqs[b"data"])  # compressed as well as rq does it
+    stamps = {b"created_at", b"enqueued_at", b"data"}
+    assert {k: v for k, v in ours.items() if k not in stamps} == {
+        k: v for k, v in rqs.items() if k not in stamps
+    }
+    assert ours.keys() == rqs.keys()
+    assert queue.job_ids == ["r0", "r2", "by-rq"]
+    assert redis.smembers("rq:queues") == {b"rq:queue:tak"}
+    job = queue.fetch_job("r2")
+    assert job is not None and job.get_status() == "queued"
+    assert job.func_name == DELIVER_FUNC and job.timeout == 60 and job.result_ttl == 0
+    assert job.kwargs == job_kwargs(deliveries[2:])
+    assert job.enqueued_at is not None and job.created_at is not None
