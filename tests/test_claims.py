@@ -4,6 +4,9 @@ rq-dashboard count as executing)."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 from redis import Redis
 from rq.job import Job
 from rq.registry import StartedJobRegistry
@@ -109,3 +112,19 @@ def test_a_claim_of_nothing_takes_nothing(redis: Redis) -> None:
     redis.rpush(QUEUE, "j1", "j2")
     assert _ledger(redis).claim(0, 0) == []
     assert redis.lrange(QUEUE, 0, -1) == [b"j1", b"j2"]
+
+
+def test_a_blocking_claim_of_one_takes_one(redis: Redis) -> None:
+    ledger = _ledger(redis)
+
+    def push_while_blocked() -> None:
+        time.sleep(0.3)  # the claim finds the queue empty and waits in BLMOVE
+        redis.rpush(QUEUE, "j1", "j2", "j3")
+
+    pusher = threading.Thread(target=push_while_blocked)
+    pusher.start()
+    try:
+        assert ledger.claim(1, 10) == ["j1"]
+    finally:
+        pusher.join()
+    assert redis.lrange(QUEUE, 0, -1) == [b"j2", b"j3"]

@@ -29,6 +29,7 @@ UNPACK_CHUNK = 1000  # Lua's unpack() has a stack limit; push in slices
 
 # KEYS: queue, processing. ARGV: max ids. The head of the queue to the tail of processing, in order.
 MOVE_HEAD = f"""
+if tonumber(ARGV[1]) < 1 then return {{}} end -- LRANGE 0 -1 would take the whole queue
 local ids = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
 if #ids == 0 then return ids end
 redis.call('LTRIM', KEYS[1], #ids, -1)
@@ -229,8 +230,7 @@ class ClaimLedger:
 
     def claim(self, limit: int, block_seconds: float) -> list[str]:
         """Up to ``limit`` ids from the head of the queue, in order; waits up to ``block_seconds``
-        (BLMOVE, no polling) when the queue is empty. A ``limit`` below 1 claims nothing (LRANGE
-        0 -1 would take the whole queue)."""
+        (BLMOVE, no polling) when the queue is empty. A ``limit`` below 1 claims nothing."""
         if limit < 1:
             return []
         ids = self._claim_now(limit)
