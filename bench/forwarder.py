@@ -240,6 +240,17 @@ def latency_ms(
     ).start()
     try:
         worker.wait_for_port(metrics_port, 30)
+        records = RecordStore(redis, 86_400)
+        # Metrics answer before the TAK connection is up: one confirmed event first, so the
+        # figures are the steady state, not the connection set-up.
+        warm_up = uuid.uuid4().hex
+        enqueue(redis, [(warm_up, detection_cot(f"warm-{warm_up}"))])
+        wait_until(
+            lambda: (records.get(warm_up) or {}).get("confirmed_at") is not None,
+            60,
+            what="the warm-up event confirmed",
+            interval=0.05,
+        )
         ids: list[str] = []
         interval = 1.0 / LATENCY_RATE
         next_at = time.monotonic()
@@ -249,8 +260,6 @@ def latency_ms(
             ids.append(record_id)
             next_at += interval
             time.sleep(max(0.0, next_at - time.monotonic()))  # pacing the producer, not waiting
-
-        records = RecordStore(redis, 86_400)
 
         def stamps() -> list[tuple[float, float | None]]:
             # The record's own decoding: the stored fields are short names in milliseconds.
