@@ -24,7 +24,7 @@ from detection_api.alerts.notify import (
     tak_reconnected_payload,
 )
 from detection_api.settings import Settings
-from detection_api.tak.jobs import read_job_calls
+from detection_api.store.tak_jobs import read_job_calls
 
 WEBHOOK = "https://discord.example/api/webhooks/1/placeholder-token"  # placeholder, never real
 

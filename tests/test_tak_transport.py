@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detection_api.local.pki import PkiPaths, generate_pki
-from detection_api.tak.jobs import PayloadRejected, check_cot_event, parse_payload
+from detection_api.store.tak_jobs import PayloadRejected, check_cot_event, parse_payload
 from detection_api.tak.transport import (
     ConfirmMode,
     CotStreamReader,

@@ -18,7 +18,7 @@ from detection_api.local.ports import free_port
 from detection_api.local.probes import http_ok
 from detection_api.local.procs import wait_until
 from detection_api.store.audit import AuditLog
-from detection_api.tak.jobs import dead_letter
+from detection_api.store.tak_jobs import dead_letter
 
 CLI = str(Path(sys.executable).parent / "detection-api")
 

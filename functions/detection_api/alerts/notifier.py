@@ -25,8 +25,12 @@ from detection_api.alerts.notify import NOTIFY_FUNC, NotificationPayload, parse_
 from detection_api.alerts.webhook import WebhookClient, WebhookOutcome, scrub
 from detection_api.backoff import Backoff
 from detection_api.store.claims import ClaimLedger
-from detection_api.store.tak_jobs import NOTIFY_QUEUE_NAME
-from detection_api.tak.jobs import PayloadRejected, dead_letter, read_job_calls
+from detection_api.store.tak_jobs import (
+    NOTIFY_QUEUE_NAME,
+    PayloadRejected,
+    dead_letter,
+    read_job_calls,
+)
 
 log = logging.getLogger(__name__)
 

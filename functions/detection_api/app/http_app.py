@@ -18,7 +18,7 @@ from redis import Redis
 
 from detection_api.app.errors import ProblemResponder
 from detection_api.app.ingest import Ingestor
-from detection_api.app.metrics import FunctionMetrics, QueueDepthCollector
+from detection_api.app.metrics import FunctionMetrics
 from detection_api.app.request_metrics import MeteredFlask, install_request_metrics
 from detection_api.app.routes import BLUEPRINTS
 from detection_api.app.security import install_auth, install_cors_and_headers, install_rate_limits
@@ -26,6 +26,7 @@ from detection_api.app.services import Services, attach
 from detection_api.cot import DEFAULT_TYPE_MAP
 from detection_api.logs import configure_logging
 from detection_api.settings import ConfigError, Settings, get_settings
+from detection_api.store.queue_depth import QueueDepthCollector
 
 
 def redis_from_settings(settings: Settings) -> Redis:

@@ -10,10 +10,6 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
-from detection_api.store.queue_depth import QueueDepthCollector
-
-__all__ = ["FunctionMetrics", "QueueDepthCollector"]
-
 # The *_created series double the exposition size and no alert or dashboard of ours reads them.
 disable_created_metrics()
 

@@ -24,7 +24,9 @@ from redis import Redis
 from redis.client import Pipeline
 from rq import Queue
 from rq.job import Job, JobStatus
+from rq.job_lifecycle import record_job_failure
 from rq.serializers import JSONSerializer
+from rq.utils import now as rq_now
 
 QUEUE_NAME = "tak"
 NOTIFY_QUEUE_NAME = "notify"
@@ -386,3 +388,10 @@ def record_ids_of_job(job: Job) -> list[str]:
     except Exception:  # an undecodable job is still dead-lettered or listed, under its own id
         return []
     return record_ids_of_kwargs(kwargs)
+
+
+def dead_letter(job: Job, reason: str, pipe: Pipeline) -> None:
+    """rq's own worker-less failure path: status failed, into the FailedJobRegistry with the
+    reason as the exception text, so ``rq requeue`` and ``FailedJobRegistry.requeue`` work."""
+    job.ended_at = rq_now()
+    record_job_failure(job, f"DeadLetter: {reason}", pipe)

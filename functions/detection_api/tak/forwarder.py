@@ -53,7 +53,7 @@ from detection_api.tak.transport import (
     TakOutage,
 )
 
-__all__ = ["Backoff", "Forwarder", "ForwarderConfig", "default_forwarder_name"]
+__all__ = ["Forwarder", "ForwarderConfig", "default_forwarder_name"]
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,11 @@
-"""The delivery job's failure path and the rq job function itself (the slow path).
+"""The rq job function of the slow path (the job payload is written and read in
+``store/tak_jobs.py``).
 
-The job payload is written and read in ``store/tak_jobs.py`` (re-exported here for the callers
-of earlier versions). The forwarder (``forwarder.py``) consumes the ``tak`` queue in batches and
-never runs :func:`deliver_cot`; the function exists so that a plain ``rq worker tak`` (one job at a
-time) delivers with the same checks and the same confirmation: it returns only once the TAK
-server has answered the ping that followed the event, and raises otherwise so that rq's Retry
-and failed-registry handling apply.
+The forwarder (``forwarder.py``) consumes the ``tak`` queue in batches and never runs
+:func:`deliver_cot`; the function exists so that a plain ``rq worker tak`` (one job at a time)
+delivers with the same checks and the same confirmation: it returns only once the TAK server has
+answered the ping that followed the event, and raises otherwise so that rq's Retry and
+failed-registry handling apply.
 """
 
 from __future__ import annotations
@@ -16,22 +16,11 @@ import time
 from typing import Any
 
 from redis import Redis
-from redis.client import Pipeline
-from rq.job import Job, get_current_job
-from rq.job_lifecycle import record_job_failure
-from rq.utils import now as rq_now
+from rq.job import get_current_job
 
 from detection_api.settings import Settings, get_settings
 from detection_api.store.records import DeliveryState, RecordStore
-from detection_api.store.tak_jobs import (  # re-exported: the payload contract lives there
-    DeliveryPayload,
-    JobCall,
-    PayloadRejected,
-    check_cot_event,
-    parse_job_call,
-    parse_payload,
-    read_job_calls,
-)
+from detection_api.store.tak_jobs import parse_payload
 from detection_api.tak.transport import (
     MAX_UDP_EVENT_BYTES,
     StreamTakConnection,
@@ -41,27 +30,6 @@ from detection_api.tak.transport import (
     UdpTakConnection,
     open_connection,
 )
-
-__all__ = [
-    "DeliveryPayload",
-    "JobCall",
-    "PayloadRejected",
-    "check_cot_event",
-    "dead_letter",
-    "deliver",
-    "deliver_cot",
-    "parse_job_call",
-    "parse_payload",
-    "read_job_calls",
-]
-
-
-def dead_letter(job: Job, reason: str, pipe: Pipeline) -> None:
-    """rq's own worker-less failure path: status failed, into the FailedJobRegistry with the
-    reason as the exception text, so ``rq requeue`` and ``FailedJobRegistry.requeue`` work."""
-    job.ended_at = rq_now()
-    record_job_failure(job, f"DeadLetter: {reason}", pipe)
-
 
 # --- the rq job function (slow path) ------------------------------------------------------------
 

@@ -24,9 +24,8 @@ from detection_api.alerts.notify import dead_letter_payload, enqueue_notificatio
 from detection_api.store.audit import AuditEvent, AuditLog
 from detection_api.store.claims import ClaimLedger
 from detection_api.store.records import DeliveryState, RecordStore, record_key
-from detection_api.store.tak_jobs import DeliveryPayload, record_ids_of_job
+from detection_api.store.tak_jobs import DeliveryPayload, dead_letter, record_ids_of_job
 from detection_api.tak.forwarder_metrics import ForwarderMetrics
-from detection_api.tak.jobs import dead_letter
 
 log = logging.getLogger(__name__)
 
