@@ -164,7 +164,7 @@ class Ingestor:
             for i in pending:
                 outcome, fields = processed[i]
                 if i in job_of:
-                    fields = {**fields, "cot": None, "job_id": job_of[i]}  # the CoT is in the job
+                    fields["job_id"] = job_of[i]  # (a retry may put it in another job: reset)
                 self.records.write_new(
                     recorder, record_ids[i], fields, idempotency=markers[i], now=accepted_at
                 )
@@ -251,7 +251,8 @@ class Ingestor:
                 detection_id=detection_id,
                 uid=result.uid,
                 cot_type=result.cot_type,
-                cot=result.cot_xml,
+                # A queued detection's CoT is stored once, in its delivery job.
+                cot=result.cot_xml if filter_reason else None,
                 object_class=det.object_class,
                 ai_confidence=det.ai_confidence,
                 camera_id=det.camera_id,

@@ -106,7 +106,7 @@ def new_record(
     detection_id: str,
     uid: str,
     cot_type: str,
-    cot: str,
+    cot: str | None,
     object_class: str,
     ai_confidence: float,
     camera_id: str | None,
