@@ -158,37 +158,37 @@ def measure(*, profile: bool = False) -> tuple[dict[str, float], str]:
     return figures, report
 
 
+def _at_most(name: str, value: float, unit: str, limit: float) -> Row:
+    return Row(name, value, unit, target=f"<= {limit:g}", meets_target=value <= limit)
+
+
 def rows(figures: dict[str, float]) -> list[Row]:
     n = f"{DETECTIONS} in REST lists of {LIST_SIZE}"
     return [
         Row(f"Redis commands per detection, ingest ({n})", figures["ingest_commands"], "commands"),
-        Row(
+        _at_most(
             "Redis commands per detection, whole life (ingest + forwarder to confirmed)",
             figures["life_commands"],
             "commands",
-            target=f"<= {TARGET_COMMANDS:g}",
-            meets_target=figures["life_commands"] <= TARGET_COMMANDS,
+            TARGET_COMMANDS,
         ),
-        Row(
+        _at_most(
             "Redis memory per queued detection (used_memory delta)",
             figures["queued_bytes"],
             "B",
-            target=f"<= {TARGET_QUEUED_BYTES:g}",
-            meets_target=figures["queued_bytes"] <= TARGET_QUEUED_BYTES,
+            TARGET_QUEUED_BYTES,
         ),
-        Row(
+        _at_most(
             "Redis memory per confirmed detection (kept CONFIRMED_RETENTION_SECONDS)",
             figures["confirmed_bytes"],
             "B",
-            target=f"<= {TARGET_CONFIRMED_BYTES:g}",
-            meets_target=figures["confirmed_bytes"] <= TARGET_CONFIRMED_BYTES,
+            TARGET_CONFIRMED_BYTES,
         ),
-        Row(
+        _at_most(
             "forwarder CPU per delivered event, warm (null TLS sink)",
             figures["forwarder_us"],
             "us/event",
-            target=f"<= {TARGET_FORWARDER_US:g}",
-            meets_target=figures["forwarder_us"] <= TARGET_FORWARDER_US,
+            TARGET_FORWARDER_US,
         ),
     ]
 
