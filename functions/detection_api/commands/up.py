@@ -9,14 +9,17 @@ TAK: a local taky over mutual TLS unless ``TAK_URL`` is set (then the forwarder 
 ``TAK_TLS_*`` variables from the environment). ``--no-tak`` without ``TAK_URL`` runs no TAK server
 and no forwarder: detections are accepted and stay queued in Redis until a forwarder runs.
 
-First Ctrl-C / SIGTERM / SIGHUP: stop every child in order (exit 0). A second one: SIGKILL them
-all (exit 130). A child that dies on its own stops the rest (exit 1).
+First Ctrl-C / SIGTERM / SIGHUP: stop every child in order (exit 0). A second one, a second or
+more later: SIGKILL them all (exit 130). One sooner is the same request delivered twice: a
+SIGTERM to the process group under ``make run`` reaches ``up`` directly and again relayed by make.
+A child that dies on its own stops the rest (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
+import time
 from types import FrameType
 
 from detection_api.local.console import Console
@@ -26,6 +29,8 @@ from detection_api.settings import load_settings
 from detection_api.stop_signal import StopSignal
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# A stop signal this soon after the first is the same request arriving twice, not impatience.
+_REPEAT_WINDOW_SECONDS = 1.0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,13 +44,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     load_settings()  # a bad setting stops here (ConfigError, one line), before any child starts
     stop_requested = StopSignal()
+    first_signal_at: list[float] = []
 
     def on_stop_signal(signum: int, _frame: FrameType | None) -> None:
         # Take no lock here: the main thread may hold it (Console.say's, a threading.Event's),
         # and waiting for it in a handler that thread runs would hang `up` (see StopSignal).
-        if stop_requested.is_set():
+        now = time.monotonic()
+        if not first_signal_at:
+            first_signal_at.append(now)
+            stop_requested.set(signum)
+        elif now - first_signal_at[0] >= _REPEAT_WINDOW_SECONDS:
             raise KeyboardInterrupt  # second signal: run_stack kills everything at once
-        stop_requested.set(signum)
 
     previous = {sig: signal.signal(sig, on_stop_signal) for sig in _STOP_SIGNALS}
     try:
