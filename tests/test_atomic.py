@@ -1,10 +1,17 @@
-"""Write-if-absent: all recorded commands or none, in one script call (real Redis server)."""
+"""Write-if-absent: all recorded commands or none, in one script call, with the rate-limit charge
+taken first by the limits library's own script (real Redis server)."""
 
 from __future__ import annotations
 
+import time
+
+import pytest
+from limits import RateLimitItemPerSecond
+from limits.storage import RedisStorage
+from limits.strategies import SlidingWindowCounterRateLimiter
 from redis import Redis
 
-from detection_api.store.atomic import AtomicWriter
+from detection_api.store.atomic import AtomicWriter, RateLimited, WindowCharge
 
 
 def test_writes_everything_when_all_keys_are_absent(redis: Redis) -> None:
@@ -39,3 +46,79 @@ def test_recorder_accepts_rq_enqueues(redis: Redis) -> None:
     assert writer.write_if_absent(["detection:record:r1"], rec) == []
     assert queue.job_ids == ["r1"]
     assert queue.fetch_job("r1").kwargs["deliveries"] == [{"record_id": "r1", "cot": "<event/>"}]
+
+
+# -- the rate-limit charge taken with the write ----------------------------------------------------
+
+
+def _charge(name: str, limit: int, amount: int, expiry_seconds: int = 60) -> WindowCharge:
+    return WindowCharge(f"{name}/-1", name, limit, expiry_seconds, amount)
+
+
+def test_charges_are_taken_with_the_write(redis: Redis) -> None:
+    writer = AtomicWriter(redis)
+    rec = writer.recorder()
+    rec.rpush("q", "job")
+    assert writer.write_if_absent(["m"], rec, [_charge("{w}", 10, 3)]) == []
+    assert redis.lrange("q", 0, -1) == [b"job"]
+    assert redis.get("{w}") == b"3"
+    assert 60_000 < redis.pttl("{w}") <= 120_000  # the library keeps a window for twice its length
+
+
+def test_a_refused_charge_writes_nothing_and_names_the_refused_charge(redis: Redis) -> None:
+    writer = AtomicWriter(redis)
+    rec = writer.recorder()
+    rec.rpush("q", "job")
+    charges = [_charge("{a}", 10, 1), _charge("{b}", 2, 1), _charge("{b}", 2, 5)]
+    with pytest.raises(RateLimited) as refused:
+        writer.write_if_absent(["m"], rec, charges)
+    assert refused.value.index == 2
+    assert not redis.exists("q")
+    # The charges before the refused one were taken, as separate hits would have taken them.
+    assert redis.get("{a}") == b"1"
+    assert redis.get("{b}") == b"1"
+
+
+def test_a_redelivery_pays_its_charge_and_writes_nothing(redis: Redis) -> None:
+    redis.set("marker", "r1")
+    writer = AtomicWriter(redis)
+    rec = writer.recorder()
+    rec.rpush("q", "job")
+    assert writer.write_if_absent(["marker"], rec, [_charge("{w}", 10, 1)]) == [0]
+    assert not redis.exists("q")
+    assert redis.get("{w}") == b"1"
+
+
+def test_charge_alone_takes_it_or_raises(redis: Redis) -> None:
+    writer = AtomicWriter(redis)
+    writer.charge([_charge("{w}", 2, 2)])
+    assert redis.get("{w}") == b"2"
+    with pytest.raises(RateLimited):
+        writer.charge([_charge("{w}", 2, 1)])
+    writer.charge([])  # nothing to take: no round trip, no error
+
+
+def test_charges_decide_exactly_as_the_limits_library_does(redis: Redis) -> None:
+    """The script runs the library's acquire script; the same amounts against the library's own
+    hit on a twin window give the same answers, count and expiry, including the window shift."""
+    storage = RedisStorage(
+        f"redis://127.0.0.1:{redis.connection_pool.connection_kwargs['port']}/0", key_prefix="t"
+    )
+    limiter = SlidingWindowCounterRateLimiter(storage)
+    rule = RateLimitItemPerSecond(10, 1)
+    writer = AtomicWriter(redis)
+    ours = "t:{ours}"
+    theirs_key = storage.prefixed_key("{" + rule.key_for("theirs") + "}")
+    amounts = [3, 4, 4, 2, 1, 1, 11, 1, 5, 5, 1]
+    for step, amount in enumerate(amounts):
+        if step == 6:
+            time.sleep(1.1)  # into the next window: the library shifts current -> previous
+        theirs = limiter.hit(rule, "theirs", cost=amount)
+        try:
+            writer.charge([WindowCharge(f"{ours}/-1", ours, 10, 1, amount)])
+            taken = True
+        except RateLimited:
+            taken = False
+        assert taken == theirs, (step, amount)
+        assert redis.get(ours) == redis.get(theirs_key), step
+        assert redis.get(f"{ours}/-1") == redis.get(f"{theirs_key}/-1"), step

@@ -206,7 +206,7 @@ def test_redis_is_durable_and_never_evicts() -> None:
     (container,) = redis["spec"]["template"]["spec"]["containers"]
     flags = redis_flags(container)
     assert flags["appendonly"] == "yes"
-    assert flags["appendfsync"] == "everysec"
+    assert flags["appendfsync"] == "always"
     assert flags["maxmemory-policy"] == "noeviction"
     assert flags["requirepass"] == "$(REDIS_PASSWORD)"
     password = k8s.env_vars(container)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]

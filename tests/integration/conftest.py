@@ -13,9 +13,9 @@ Fixtures
     ``.p12_password``), ``.wrong_ca``, ``.wrong_ca_client``; ``.server_name`` is ``"localhost"``.
 
 ``redis_server``
-    A running ``RedisServer`` (appendonly, everysec, noeviction) in a tmp dir: ``.url``, ``.port``,
-    ``.pid``, ``.client()``, ``.kill()`` (SIGKILL), ``.restart()`` (same port and data dir),
-    ``.stop()``. ``redis_server_factory(**kwargs)`` starts more (e.g. ``password="..."``).
+    A running ``RedisServer`` (appendonly, fsync always, noeviction) in a tmp dir: ``.url``,
+    ``.port``, ``.pid``, ``.client()``, ``.kill()`` (SIGKILL), ``.restart()`` (same port and data
+    dir), ``.stop()``. ``redis_server_factory(**kwargs)`` starts more (e.g. ``password="..."``).
 
 ``taky_tls`` / ``taky_tcp``
     A running ``TakyServer`` (mutual TLS with ``pki`` / plain TCP): ``.url``

@@ -1,7 +1,7 @@
 """The ingest routes' rate limit, the real function on a real Redis: over the limit nothing is
 stored, the answer is the same 429 as on every other route, the budget is the one other routes
 share, and a request the ingest rejects before storing still pays. (These hold whichever round
-trip makes the charge: the guard for moving it into the write script, store/atomic.py ``Budget``.)
+trip makes the charge; since the charge moved into the write script, store/atomic.py.)
 """
 
 from __future__ import annotations

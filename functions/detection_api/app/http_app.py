@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     # Auth first (the rate-limit key is the token subject), then limits.
     install_cors_and_headers(app, settings)
     install_auth(app, settings)
-    charge = install_rate_limits(app, settings)
+    rate_limits = install_rate_limits(app, settings)
     dead_letters_received = Counter(
         "detection_api_broker_dead_letters_total",
         "Broker dead letters received on POST /dead-letters (stored for `queue dead`)",
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         registry=registry,
     )
     ingestor = Ingestor(settings, redis)
-    attach(app, Services(settings, redis, ingestor, metrics, charge, dead_letters_received))
+    attach(app, Services(settings, redis, ingestor, metrics, rate_limits, dead_letters_received))
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     return app

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +36,7 @@ from detection_api.core import CoreConfig, geolocation_as_dict, process_detectio
 from detection_api.geo.types import GeolocationError
 from detection_api.model import Detection, parse_detection
 from detection_api.settings import Settings
-from detection_api.store.atomic import AtomicWriter
+from detection_api.store.atomic import AtomicWriter, WindowCharge
 from detection_api.store.audit import AuditEvent, AuditLog
 from detection_api.store.records import (
     DeliveryState,
@@ -96,19 +97,35 @@ class Ingestor:
             )
         return detections
 
-    def ingest(self, submissions: list[Submission], *, batch: bool = False) -> list[Outcome]:
+    def ingest(
+        self,
+        submissions: list[Submission],
+        *,
+        batch: bool = False,
+        charges: Sequence[WindowCharge] = (),
+    ) -> list[Outcome]:
+        """Validate, place and store a request's detections. ``charges`` (the request's rate-limit
+        charge) are taken exactly once: with the write, or with the rejection's audit entry.
+        Raises ``Problem`` (rejected; nothing stored), ``RateLimited`` (a charge was refused;
+        nothing stored) or the 503 ``Problem`` when Redis is unavailable."""
         if not submissions:
             raise problems.invalid("no detections in the request")
         try:
             detections = self.validate(submissions, batch=batch)
             check_repeats(submissions, batch=batch)
             record_ids = [new_record_id() for _ in submissions]
-            outcomes = self._store(submissions, detections, record_ids, batch=batch)
+            # Geometry first: an impossible detection rejects the request before any write.
+            processed = self._process(submissions, detections, record_ids, batch)
+        except Problem as problem:
+            self._audit_rejection(submissions, problem, charges)
+            raise
+        try:
+            outcomes = self._store(submissions, detections, record_ids, processed, charges)
         except RedisError as exc:
             log.warning("redis unavailable during ingest: %s", exc.__class__.__name__)
             raise problems.redis_unavailable() from exc
         except Problem as problem:
-            self._audit_rejection(submissions, problem)
+            self._audit_rejection(submissions, problem, ())
             raise
         for outcome in outcomes:
             log.info(
@@ -118,21 +135,26 @@ class Ingestor:
             )
         return outcomes
 
-    def _audit_rejection(self, submissions: list[Submission], problem: Problem) -> None:
+    def _audit_rejection(
+        self, submissions: list[Submission], problem: Problem, charges: Sequence[WindowCharge]
+    ) -> None:
+        """The rejection's audit entries, written with the request's charge in one round trip.
+        Past the limit the charge is refused and ``RateLimited`` replaces the rejection (as a
+        429 came before validation when the charge was its own step)."""
         reason = f"{problem.slug}: {problem.detail or problem.title}"
         try:
-            with self.redis.pipeline(transaction=False) as pipe:
-                for submission in submissions:
-                    payload = submission.payload if isinstance(submission.payload, dict) else {}
-                    detection_id = payload.get("detection_id")
-                    self.audit.append(
-                        pipe,
-                        AuditEvent.REJECTED,
-                        detection_id=detection_id if isinstance(detection_id, str) else None,
-                        event_id=submission.event_id,
-                        reason=reason,
-                    )
-                pipe.execute()
+            recorder = self.atomic.recorder()
+            for submission in submissions:
+                payload = submission.payload if isinstance(submission.payload, dict) else {}
+                detection_id = payload.get("detection_id")
+                self.audit.append(
+                    recorder,
+                    AuditEvent.REJECTED,
+                    detection_id=detection_id if isinstance(detection_id, str) else None,
+                    event_id=submission.event_id,
+                    reason=reason,
+                )
+            self.atomic.write_if_absent([], recorder, charges)
         except RedisError:
             pass  # the rejection itself is answered and counted; the trail is best effort here
         log.info(
@@ -147,11 +169,9 @@ class Ingestor:
         submissions: list[Submission],
         detections: list[Detection],
         record_ids: list[str],
-        *,
-        batch: bool,
+        processed: dict[int, tuple[Outcome, dict[str, Any]]],
+        charges: Sequence[WindowCharge],
     ) -> list[Outcome]:
-        # Geometry first: an impossible detection rejects the request before anything is written.
-        processed = self._process(submissions, detections, record_ids, batch)
         markers = [s.idempotency for s in submissions]
         outcomes: dict[int, Outcome] = {}
         pending = list(range(len(submissions)))
@@ -183,7 +203,8 @@ class Ingestor:
             # A request's detections travel in one job (up to 100): one rq job per request.
             enqueue_deliveries(self.queue, recorder, deliveries, per_job=MAX_DELIVERIES_PER_JOB)
             guarded = [i for i in pending if markers[i] is not None]
-            existing = self.atomic.write_if_absent([markers[i] for i in guarded], recorder)
+            existing = self.atomic.write_if_absent([markers[i] for i in guarded], recorder, charges)
+            charges = ()  # taken: a retry for the rest of a redelivered request pays nothing more
             if not existing:
                 outcomes.update((i, processed[i][0]) for i in pending)
                 return [outcomes[i] for i in range(len(submissions))]

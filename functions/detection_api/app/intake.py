@@ -1,16 +1,18 @@
 """The steps both ingest routes (CloudEvents on ``/``, v1 REST) take around the ``Ingestor``:
-read the body within ``MAX_BODY_BYTES``, admit the request's detection count (cap, then the rate
-limit for the detections beyond the first), and count what the ingest decided."""
+read the body within ``MAX_BODY_BYTES``, admit the request's detection count (the cap), ingest
+with the rate-limit charge of one per detection (taken in the script that stores them; 429 when
+refused), and count what the ingest decided."""
 
 from __future__ import annotations
 
-from flask import request
+from flask import g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from detection_api.app.metrics import FunctionMetrics
 from detection_api.app.problems import Problem
 from detection_api.app.services import services
 from detection_api.app.submissions import Outcome, Submission
+from detection_api.store.atomic import RateLimited
 
 
 def read_body() -> bytes:
@@ -33,13 +35,16 @@ def admit(count: int) -> None:
             "split the request",
             max_detections=cap,
         )
-    found.charge(count - 1)  # the request itself paid for one
 
 
 def ingest(submissions: list[Submission], *, batch: bool) -> list[Outcome]:
     found = services()
+    charges = found.rate_limits.window_charges(len(submissions))
+    g.rate_charged = True  # from here the Ingestor takes the charge, stored or rejected
     try:
-        outcomes = found.ingestor.ingest(submissions, batch=batch)
+        outcomes = found.ingestor.ingest(submissions, batch=batch, charges=charges)
+    except RateLimited as refused:
+        raise found.rate_limits.refused(refused.index) from None
     except Problem:
         _count_rejected(found.metrics, submissions)
         raise

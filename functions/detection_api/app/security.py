@@ -3,9 +3,10 @@
 Order matters and is fixed here: authentication runs first (the rate-limit key is the token's
 subject), then the limiter, then the view. Open paths: health, readiness, metrics, OpenAPI.
 
-Limits count detections, not requests: every request costs 1 when it arrives, and an ingest route
-charges the rest (``charge``) once it knows how many detections the request carries, before
-anything is stored, so a batch of 100 costs 100. Failed authentications are counted per client
+Limits count detections, not requests: a request costs 1 when it arrives, except on the two
+ingest routes, which pay one per detection in the same Redis script that stores them
+(``RateLimits.window_charges``), so a batch of 100 costs 100 and a refused batch stores nothing.
+Failed authentications are counted per client
 address (``AUTH_FAILURE_RATE_LIMIT``); past the limit, that address's failures are answered 429
 with ``Retry-After`` and no reason (no oracle for guessing), while a valid token still passes:
 a flood of bad tokens must not lock out the producers that share an address (behind Knative's
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from contextlib import suppress
 
 from flask import Flask, Response, g, request
 from flask_cors import CORS
@@ -31,6 +32,7 @@ from detection_api.app.problems import Problem
 from detection_api.app.token_cache import VerifiedTokens
 from detection_api.auth import AuthError, Principal, Scope, TokenVerifier
 from detection_api.settings import Settings
+from detection_api.store.atomic import WindowCharge
 
 log = logging.getLogger(__name__)
 
@@ -154,39 +156,97 @@ def _rate_limit_key() -> str:
     return f"ip:{request.remote_addr or 'unknown'}"
 
 
-def install_rate_limits(app: Flask, settings: Settings) -> Callable[[int], None]:
+# The ingest routes' views: they take their charge with the write (store/atomic.py), not here.
+INGEST_ENDPOINTS = frozenset({"cloudevents.receive_events", "detections.create_detections"})
+
+
+class RateLimits:
     """Limits per token subject (or client IP) counted in Redis, so they hold across pods.
 
-    The ``limits`` library (the engine under flask-limiter) is used directly: one Lua call per
-    request for the sliding-window counter, and the window statistics for the RateLimit-* headers
-    are read only when answering 429. Redis down: the request goes on, and ingest answers 503.
-    Returns ``charge(cost)``: an ingest route calls it with the detections beyond the first.
+    The ``limits`` library (the engine under flask-limiter) decides: its sliding-window counter on
+    its own keys. A request that is not an ingest pays 1 in ``before_request`` (one Lua call). An
+    ingest request pays one per detection inside the script that stores it (``window_charges``,
+    taken by ``store/atomic.py``), so accepting a detection costs one Redis round trip, not two;
+    an ingest request rejected before its write (bad media type, malformed body, too many
+    detections) pays 1 after its answer. The window statistics for the RateLimit-* headers are
+    read only when answering 429. Redis down: the request goes on, and ingest answers 503.
     """
-    limiter = SlidingWindowCounterRateLimiter(_storage(settings))
-    rules = parse_many(settings.rate_limit)
 
-    def charge(cost: int) -> None:
-        if cost < 1:
-            return
+    def __init__(self, settings: Settings) -> None:
+        self.storage = _storage(settings)
+        self.limiter = SlidingWindowCounterRateLimiter(self.storage)
+        self.rules = parse_many(settings.rate_limit)
+
+    def charge(self, cost: int) -> None:
+        """Take ``cost`` now (its own round trip); raises the 429 ``Problem`` past a limit."""
         key = _rate_limit_key()
-        for rule in rules:
+        for index, rule in enumerate(self.rules):
             try:
-                allowed = limiter.hit(rule, key, cost=cost)
-                if allowed:
+                if self.limiter.hit(rule, key, cost=cost):
                     continue
-                stats = limiter.get_window_stats(rule, key)
             except RedisError:
                 return
-            retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-            raise _too_many(rule, retry_after, "rate", stats.remaining)
+            raise self.refused(index)
+
+    def window_charges(self, cost: int) -> list[WindowCharge]:
+        """The charges of a request of ``cost`` detections, on the keys and numbers
+        ``SlidingWindowCounterRateLimiter.hit`` uses: its arrival (1) under every rule, then the
+        rest (``cost - 1``) under every rule, the order in which separate hits took them, so a
+        refused request still pays for its arrival."""
+        key = _rate_limit_key()
+        windows = []
+        for rule in self.rules:
+            window = rule.key_for(key)
+            windows.append(
+                (
+                    self.storage.prefixed_key(self.storage._previous_window_key(window)),
+                    self.storage.prefixed_key(self.storage._current_window_key(window)),
+                    rule,
+                )
+            )
+        amounts = [1, cost - 1] if cost > 1 else [1]
+        return [
+            WindowCharge(previous, current, rule.amount, rule.get_expiry(), amount)
+            for amount in amounts
+            for previous, current, rule in windows
+        ]
+
+    def refused(self, charge_index: int) -> Problem:
+        """The 429 for the refused charge ``charge_index`` of ``window_charges``, with its rule's
+        Retry-After and RateLimit-* headers."""
+        rule = self.rules[charge_index % len(self.rules)]
+        try:
+            stats = self.limiter.get_window_stats(rule, _rate_limit_key())
+        except RedisError:
+            return _too_many(rule, 1, "rate")
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        return _too_many(rule, retry_after, "rate", stats.remaining)
+
+
+def install_rate_limits(app: Flask, settings: Settings) -> RateLimits:
+    limits = RateLimits(settings)
+
+    def limited(path: str) -> bool:
+        return path not in OPEN_PATHS and request.method != "OPTIONS"
 
     @app.before_request
     def _rate_limit() -> None:
-        if request.path in OPEN_PATHS or request.method == "OPTIONS":
-            return
-        charge(1)
+        if limited(request.path) and request.endpoint not in INGEST_ENDPOINTS:
+            limits.charge(1)
 
-    return charge
+    @app.after_request
+    def _charge_rejected_ingest(response: Response) -> Response:
+        # An ingest request answered before its write: it still pays for its one request.
+        if (
+            request.endpoint in INGEST_ENDPOINTS
+            and not g.get("rate_charged")
+            and g.get("principal") is not None
+        ):
+            with suppress(Problem):  # already answered; the next request meets the limit
+                limits.charge(1)
+        return response
+
+    return limits
 
 
 def install_cors_and_headers(app: Flask, settings: Settings) -> None:

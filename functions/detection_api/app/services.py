@@ -8,7 +8,6 @@ identity ``security.install_auth`` put on ``flask.g``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -18,6 +17,7 @@ from redis import Redis
 
 from detection_api.app.ingest import Ingestor
 from detection_api.app.metrics import FunctionMetrics
+from detection_api.app.security import RateLimits
 from detection_api.auth import Principal
 from detection_api.settings import Settings
 
@@ -30,8 +30,8 @@ class Services:
     redis: Redis
     ingestor: Ingestor
     metrics: FunctionMetrics
-    # Charges the rate limit for the detections beyond the first (security.install_rate_limits).
-    charge: Callable[[int], None]
+    # The request rate limit; ingest takes its charge with the write (security.RateLimits).
+    rate_limits: RateLimits
     dead_letters_received: Counter
 
 

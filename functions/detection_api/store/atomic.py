@@ -1,11 +1,24 @@
-"""Write-if-absent in one round trip: the idempotent, all-or-nothing store behind ingest.
+"""Write-if-absent in one round trip: the idempotent, all-or-nothing store behind ingest, with the
+request's rate-limit charge taken in the same script.
 
 The writes (record hashes, audit entries, rq's own job hashes and queue push) are recorded with a
-redis-py pipeline that is never executed, then sent to a Lua script that checks that none of the
-given keys exists and, only then, runs every recorded command. Scripts run atomically and reach the
-appendonly file as one unit, so a detection is stored completely or not at all, and two concurrent
-redeliveries of one event cannot both be queued. WATCH/MULTI gives the same guarantee in three
-round trips; this takes one, which is most of the ingest latency on loopback.
+redis-py pipeline that is never executed, then sent to a Lua script that
+
+1. takes the rate-limit charges (``WindowCharge``): the ``limits`` library's own sliding-window
+   acquire script, run once per rule on the library's keys, so a charge taken here and one taken
+   by ``SlidingWindowCounterRateLimiter.hit`` count in the same windows. A refused charge stops
+   the script: nothing is written, and the caller answers 429 (``RateLimited``);
+2. checks that none of the given keys (idempotency markers) exists;
+3. only then runs every recorded command.
+
+Scripts run atomically and reach the appendonly file as one unit, so a detection is stored
+completely or not at all, and two concurrent redeliveries of one event cannot both be queued.
+WATCH/MULTI gives the same guarantee in three round trips; this takes one, which is most of the
+ingest latency on loopback. The charge rides along because a second round trip per request was
+a fifth of a single detection's cost (docs/architecture.md, "Cost per request").
+
+Durability rests on Redis's ``appendfsync always``: Redis writes and fsyncs the script's effects
+before it replies, so an answered request survives a SIGKILL of Redis at any instant.
 
 Standalone Redis only: the script touches keys it is not given in KEYS, which Redis Cluster forbids.
 """
@@ -13,25 +26,67 @@ Standalone Redis only: the script touches keys it is not given in KEYS, which Re
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.resources import files
 from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
 
-_WRITE_IF_ABSENT = """
-local existing = {}
+# The limits library's acquire script, unchanged: as the body of a Lua function whose parameters
+# shadow the script's KEYS and ARGV, it decides each charge exactly as the library would.
+_ACQUIRE_SLIDING_WINDOW = (
+    files("limits.resources.redis.lua_scripts")
+    .joinpath("acquire_sliding_window.lua")
+    .read_text(encoding="utf-8")
+)
+
+_WRITE_IF_ABSENT = f"""
+local function acquire_sliding_window(KEYS, ARGV)
+{_ACQUIRE_SLIDING_WINDOW}
+end
+local pos = 2
+for charge = 1, tonumber(ARGV[1]) do
+  if not acquire_sliding_window({{ARGV[pos], ARGV[pos + 1]}},
+                                {{ARGV[pos + 2], ARGV[pos + 3], ARGV[pos + 4]}}) then
+    return {{-charge}}
+  end
+  pos = pos + 5
+end
+local existing = {{}}
 for i, key in ipairs(KEYS) do
   if redis.call('EXISTS', key) == 1 then existing[#existing + 1] = i end
 end
 if #existing > 0 then return existing end
-local pos = 2
-for _ = 1, tonumber(ARGV[1]) do
+local commands = tonumber(ARGV[pos])
+pos = pos + 1
+for _ = 1, commands do
   local argc = tonumber(ARGV[pos])
   redis.call(unpack(ARGV, pos + 1, pos + argc))
   pos = pos + argc + 1
 end
 return existing
 """
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCharge:
+    """One rule's sliding-window charge: the ``limits`` storage keys of the window pair, the
+    rule's limit and window length, and the amount to take (app/security.py builds these)."""
+
+    previous_key: str
+    current_key: str
+    limit: int
+    expiry_seconds: int
+    amount: int
+
+
+class RateLimited(Exception):
+    """A charge was refused: nothing was written. ``index`` is the refused charge's position."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"rate-limit charge {index} was refused")
+        self.index = index
 
 
 class AtomicWriter:
@@ -45,13 +100,38 @@ class AtomicWriter:
         pipe.multi()  # rq's enqueue expects a pipeline in MULTI mode; nothing is sent either way
         return pipe
 
-    def write_if_absent(self, keys: Sequence[str], recorded: Pipeline) -> list[int]:
-        """Run the recorded commands if none of ``keys`` exists. Returns the 0-based indexes of
-        the keys that already exist (then nothing was written), or [] after writing."""
-        args: list[Any] = [len(recorded.command_stack)]
+    def write_if_absent(
+        self,
+        keys: Sequence[str],
+        recorded: Pipeline,
+        charges: Sequence[WindowCharge] = (),
+    ) -> list[int]:
+        """Take ``charges``, then run the recorded commands if none of ``keys`` exists. Returns
+        the 0-based indexes of the keys that already exist (then nothing was written; the charges
+        were taken), or [] after writing. Raises ``RateLimited`` when a charge is refused (then
+        nothing was written, and the charges before the refused one were taken, as the library
+        takes them rule by rule)."""
+        args: list[Any] = [len(charges)]
+        for charge in charges:
+            args += [
+                charge.previous_key,
+                charge.current_key,
+                charge.limit,
+                charge.expiry_seconds,
+                charge.amount,
+            ]
+        args.append(len(recorded.command_stack))
         for command_args, _options in recorded.command_stack:
             args.append(len(command_args))
             args.extend(command_args)  # redis-py encodes them once, when it packs the EVALSHA
         recorded.reset()
         existing = self._script(keys=list(keys), args=args)
+        if existing and int(existing[0]) < 0:
+            raise RateLimited(-int(existing[0]) - 1)
         return [int(i) - 1 for i in existing]
+
+    def charge(self, charges: Sequence[WindowCharge]) -> None:
+        """Take ``charges`` alone (a request rejected before its write still pays); raises
+        ``RateLimited`` like ``write_if_absent``."""
+        if charges:
+            self.write_if_absent([], self.recorder(), charges)
