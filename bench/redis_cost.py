@@ -13,7 +13,9 @@ process that reads, discards and answers pings) by the forwarder running in this
 - Forwarder CPU per delivered event: this process's CPU time (``time.process_time``: the forwarder
   thread, its housekeeping thread, and the client side of Redis and TLS) over the events, warm (a
   first round of the same size has already run); the median of ``FORWARDER_ROUNDS`` rounds, since
-  one round is only ~50 ms of CPU and a neighbour's burst moved single rounds by ±40%.
+  one round is only ~50 ms of CPU and a neighbour's burst moved single rounds by ±40%. Its target
+  (25 us) is held as a ratio to bench/core.py's pymap3d round trip, timed next to each round:
+  at most 25 / ``QUIET_ROUND_TRIP_US``.
 
 A warm-up round of the same shape runs first, so one-time structures (the audit stream, rq's
 queue set, the forwarder's registration) are not charged to the measured detections.
@@ -35,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+import timeit
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,7 @@ import jwt
 from redis import Redis
 
 from bench import Row
+from bench.core import BASELINE, QUIET_ROUND_TRIP_US, pymap3d_round_trip
 from bench.forwarder import start_null_sink, tls_files
 from bench.processes import JWT_SECRET, REPO, Processes
 from detection_api.local.pki import generate_pki
@@ -61,6 +65,13 @@ TARGET_COMMANDS = 10.0  # per detection, whole life
 TARGET_QUEUED_BYTES = 1_500.0
 TARGET_CONFIRMED_BYTES = 600.0
 TARGET_FORWARDER_US = 25.0
+
+
+def baseline_us() -> float:
+    """The pymap3d round trip's median, microseconds, timed now (next to a forwarder round)."""
+    loops = 2_000
+    rounds = [timeit.timeit(pymap3d_round_trip, number=loops) / loops * 1e6 for _ in range(5)]
+    return statistics.median(rounds)
 
 
 def command_calls(redis: Redis) -> int:
@@ -140,9 +151,11 @@ def measure(*, profile: bool = False) -> tuple[dict[str, float], str]:
                 calls1, mem1 = command_calls(redis), used_memory(redis)
                 cpu = [forward_all(redis, url, files, None)]
                 calls2, mem2 = command_calls(redis), used_memory(redis)
+                reference = [baseline_us()]
                 for _ in range(FORWARDER_ROUNDS - 1):  # a round is ~50 ms of CPU: take a median
                     post_lists(port, DETECTIONS)
                     cpu.append(forward_all(redis, url, files, None))
+                    reference.append(baseline_us())
                 report = ""
                 if profile:
                     profiler = cProfile.Profile(time.process_time)  # CPU, not waiting
@@ -160,6 +173,10 @@ def measure(*, profile: bool = False) -> tuple[dict[str, float], str]:
         "queued_bytes": (mem1 - mem0) / DETECTIONS,
         "confirmed_bytes": (mem2 - mem0) / DETECTIONS,
         "forwarder_us": statistics.median(cpu) / DETECTIONS * 1e6,
+        "baseline_us": statistics.median(reference),
+        "forwarder_ratio": statistics.median(
+            c / DETECTIONS * 1e6 / r for c, r in zip(cpu, reference, strict=True)
+        ),
     }
     return figures, report
 
@@ -170,6 +187,10 @@ def _at_most(name: str, value: float, unit: str, limit: float) -> Row:
 
 def rows(figures: dict[str, float]) -> list[Row]:
     n = f"{DETECTIONS} in REST lists of {LIST_SIZE}"
+    # CPU time in microseconds moves with the neighbours' load (the baseline itself measured
+    # 68 to 108 us in one afternoon): the target is held as a ratio to the core benchmark's
+    # pymap3d round trip timed around each round, as bench/core.py holds its own.
+    forwarder_limit = TARGET_FORWARDER_US / QUIET_ROUND_TRIP_US
     return [
         Row(f"Redis commands per detection, ingest ({n})", figures["ingest_commands"], "commands"),
         _at_most(
@@ -190,11 +211,15 @@ def rows(figures: dict[str, float]) -> list[Row]:
             "B",
             TARGET_CONFIRMED_BYTES,
         ),
-        _at_most(
+        Row(
             "forwarder CPU per delivered event, warm (null TLS sink)",
             figures["forwarder_us"],
             "us/event",
-            TARGET_FORWARDER_US,
+            figures["baseline_us"],
+            BASELINE,
+            figures["forwarder_ratio"],
+            target=f"<= {TARGET_FORWARDER_US:g} us (<= {forwarder_limit:.2f}x)",
+            meets_target=figures["forwarder_ratio"] <= forwarder_limit,
         ),
     ]
 

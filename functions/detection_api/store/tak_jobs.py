@@ -13,12 +13,12 @@ older than the retention itself, with a reason.
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET  # nosec B405 # parsed inside a wrapper element: no DTD, so no entities
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from xml.parsers import expat  # nosec B407 # events start with their root element: no DTD, so no entities
 
 from redis import Redis
 from redis.client import Pipeline
@@ -310,44 +310,53 @@ def parse_payload(
     return payloads
 
 
-_WRAP_OPEN, _WRAP_CLOSE = b"<cot-job>", b"</cot-job>"
-
-
-def check_cot_event(event: bytes) -> None:
-    """One well-formed ``<event>`` element with uid, type and how."""
-    check_cot_events([event])
-
-
 def check_cot_events(events: Sequence[bytes]) -> None:
     """Every event of a job is one well-formed ``<event>`` element with uid, type and how.
 
     A malformed event is not only undeliverable: taky stops parsing the rest of the connection
     after one (and crashes later on an event without ``how``), which would fail every event
-    sent after it. What goes on the wire is the job's events one after the other, so they are
-    checked that way, in one parse of the whole job (C speed: ~7 us an event, a third less than
-    a parser per event): as many root elements as events, each an ``<event>`` where an event
-    starts, nothing but whitespace between them.
+    sent after it. Each event is parsed on its own by expat, so a piece of an event that another
+    event of the job would complete is refused too, and so is anything after its root element.
     """
     for event in events:
-        if not event.startswith(b"<event"):
-            raise PayloadRejected("CoT payload is not an <event> element")
+        check_cot_event(event)
+
+
+class _RootElement:
+    """The first element expat reports; then the handler is dropped, so checking an event costs
+    one Python call, not one per element (10 us an event instead of 14 for a whole tree)."""
+
+    __slots__ = ("attributes", "name", "parser")
+
+    def __init__(self) -> None:
+        self.parser = expat.ParserCreate()
+        self.parser.StartElementHandler = self._start
+        self.name = ""
+        self.attributes: dict[str, str] = {}
+
+    def _start(self, name: str, attributes: dict[str, str]) -> None:
+        self.name, self.attributes = name, attributes
+        self.parser.StartElementHandler = None
+
+
+def check_cot_event(event: bytes) -> None:
+    """One well-formed ``<event>`` element with uid, type and how, and nothing after it."""
+    if not event.startswith(b"<event"):
+        raise PayloadRejected("CoT payload is not an <event> element")
+    root = _RootElement()
     try:
-        document = _WRAP_OPEN + b"".join(events) + _WRAP_CLOSE
-        # A DOCTYPE after the wrapper is a syntax error: no entity can be declared or expanded.
-        root = ET.fromstring(document)  # noqa: S314 - no DTD possible  # nosec B314 # no DTD possible
-    except ET.ParseError as exc:
+        # The event starts with its root element, so no DOCTYPE (and no entity) can come first;
+        # one after it, or a second element, is "junk after document element".
+        root.parser.Parse(event, True)
+    except expat.ExpatError as exc:
         raise PayloadRejected(f"CoT event is not well-formed XML: {exc}") from exc
-    if (root.text and root.text.strip()) or len(root) != len(events):
-        raise PayloadRejected("CoT event is not one well-formed element")
-    for element in root:
-        if element.tag != "event":
-            raise PayloadRejected("CoT payload is not an <event> element")
-        attributes = element.attrib
-        missing = [name for name in ("uid", "type", "how") if not attributes.get(name)]
-        if missing:
-            raise PayloadRejected(f"CoT event lacks {', '.join(missing)}")
-        if element.tail and element.tail.strip():
-            raise PayloadRejected("CoT event is not one well-formed element")
+    finally:
+        root.parser.StartElementHandler = None
+    if root.name != "event":
+        raise PayloadRejected("CoT payload is not an <event> element")
+    missing = [name for name in ("uid", "type", "how") if not root.attributes.get(name)]
+    if missing:
+        raise PayloadRejected(f"CoT event lacks {', '.join(missing)}")
 
 
 def cot_of(redis: Redis, job_id: str, record_id: str) -> str | None:
