@@ -66,3 +66,19 @@ def test_requests_rejected_before_storing_still_pay_and_are_then_throttled(limit
     # The budget is spent: the next bad request, and a good one, are 429.
     assert_problem(v1(url, invalid, TEAM_A), 429)
     assert_problem(v1(url, detection(), TEAM_A), 429)
+
+
+def test_requests_the_route_refuses_before_the_ingest_pay_after_their_answer(limited):
+    """415, malformed JSON and unsupported CloudEvent types never reach the write script: they pay
+    their one request after the answer, so a producer cannot spend CPU for free."""
+    url = limited("3/minute")
+    as_csv = {"Content-Type": "text/csv", **TEAM_A}
+    assert_problem(request(url, "POST", "/api/v1/detections", b"a,b", as_csv), 415)
+    as_json = {"Content-Type": "application/json", **TEAM_A}
+    assert_problem(request(url, "POST", "/api/v1/detections", b"{not json", as_json), 400)
+    wrong_type = json.loads(to_structured(event(detection(), "e1", "/s"))[1])
+    wrong_type["type"] = "com.example.other"
+    headers = {"Content-Type": BATCH, **TEAM_A}
+    assert_problem(request(url, "POST", "/", json.dumps([wrong_type]).encode(), headers), 400)
+    assert_problem(v1(url, detection(), TEAM_A), 429)  # the three answers spent the budget
+    assert v1(url, detection(), TEAM_B).status == 201
