@@ -82,3 +82,10 @@ def test_requests_the_route_refuses_before_the_ingest_pay_after_their_answer(lim
     assert_problem(request(url, "POST", "/", json.dumps([wrong_type]).encode(), headers), 400)
     assert_problem(v1(url, detection(), TEAM_A), 429)  # the three answers spent the budget
     assert v1(url, detection(), TEAM_B).status == 201
+
+
+def test_an_empty_list_is_a_400_that_pays(limited):
+    url = limited("2/minute")
+    assert_problem(v1(url, [], TEAM_A), 400)
+    assert_problem(v1(url, [], TEAM_A), 400)
+    assert_problem(v1(url, detection(), TEAM_A), 429)

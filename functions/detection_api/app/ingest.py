@@ -108,9 +108,9 @@ class Ingestor:
         charge) are taken exactly once: with the write, or with the rejection's audit entry.
         Raises ``Problem`` (rejected; nothing stored), ``RateLimited`` (a charge was refused;
         nothing stored) or the 503 ``Problem`` when Redis is unavailable."""
-        if not submissions:
-            raise problems.invalid("no detections in the request")
         try:
+            if not submissions:
+                raise problems.invalid("no detections in the request")
             detections = self.validate(submissions, batch=batch)
             check_repeats(submissions, batch=batch)
             record_ids = [new_record_id() for _ in submissions]
@@ -161,7 +161,7 @@ class Ingestor:
             "rejected %d detection(s): %s",
             len(submissions),
             reason,
-            extra={"event_id": submissions[0].event_id},
+            extra={"event_id": submissions[0].event_id if submissions else None},
         )
 
     def _store(

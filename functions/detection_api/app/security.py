@@ -6,11 +6,11 @@ subject), then the limiter, then the view. Open paths: health, readiness, metric
 Limits count detections, not requests: a request costs 1 when it arrives, except on the two
 ingest routes, which pay one per detection in the same Redis script that stores them
 (``RateLimits.window_charges``), so a batch of 100 costs 100 and a refused batch stores nothing.
-Failed authentications are counted per client
-address (``AUTH_FAILURE_RATE_LIMIT``); past the limit, that address's failures are answered 429
-with ``Retry-After`` and no reason (no oracle for guessing), while a valid token still passes:
-a flood of bad tokens must not lock out the producers that share an address (behind Knative's
-queue-proxy, every client does).
+
+Failed authentications are counted per client address (``AUTH_FAILURE_RATE_LIMIT``); past the
+limit, that address's failures are answered 429 with ``Retry-After`` and no reason (no oracle for
+guessing), while a valid token still passes: a flood of bad tokens must not lock out the
+producers that share an address (behind Knative's queue-proxy, every client does).
 """
 
 from __future__ import annotations
