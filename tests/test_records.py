@@ -5,6 +5,7 @@ from __future__ import annotations
 from redis import Redis
 
 from detection_api.store.atomic import AtomicWriter
+from detection_api.store.record_fields import encode_fields
 from detection_api.store.records import (
     IDEMPOTENCY_PREFIX,
     MARK_CHUNK,
@@ -219,3 +220,17 @@ def test_records_of_earlier_versions_are_read_and_marked_with_their_own_names(
     assert "idem" not in record
     assert not redis.hexists(record_key("old"), "ka")  # no compact field mixed in
     assert redis.ttl("detection:idem:old") > RETENTION - 5
+
+
+def test_long_values_split_into_pieces_at_the_listpack_limit() -> None:
+    """At most 64 characters of ASCII, or 16 of anything (4 bytes each at most), per piece."""
+
+    def pieces(value: str) -> list[str]:
+        encoded = encode_fields({"filter_reason": value}, record_id="r1", created_at=1.0)
+        return [k for k in encoded if k.startswith("f")]
+
+    assert pieces("x" * 64) == ["f"]
+    assert pieces("x" * 65) == ["f", "f~1"]
+    assert pieces("é" * 16) == ["f"]
+    assert pieces("é" * 17) == ["f", "f~1"]
+    assert pieces("😀" * 33) == ["f", "f~1", "f~2"]

@@ -89,11 +89,12 @@ def decode_geolocation(text: str) -> dict[str, Any]:
 # ``hash-max-listpack-value`` (64) bytes; one longer value turns it into a hashtable for good
 # (~3x the memory). Longer values are stored in pieces: ``g``, ``g~1``, ``g~2``...
 LISTPACK_VALUE_MAX = 64
+_ONE_PIECE_ANY = LISTPACK_VALUE_MAX // 4  # this many characters fit one piece, whatever they are
 _PIECE = "~"
 
 
 def _pieces(short: str, value: str) -> dict[str, str]:
-    step = LISTPACK_VALUE_MAX if value.isascii() else LISTPACK_VALUE_MAX // 4
+    step = LISTPACK_VALUE_MAX if value.isascii() else _ONE_PIECE_ANY
     if len(value) <= step:
         return {short: value}
     parts = [value[i : i + step] for i in range(0, len(value), step)]
@@ -138,6 +139,9 @@ def new_record(
     }
 
 
+_DEFAULTED = frozenset({"detection_id", "job_id", "uid"})  # the names _default knows
+
+
 def _default(name: str, record_id: str) -> str | None:
     """Values a record does not store because they follow from its id."""
     if name in ("detection_id", "job_id"):
@@ -152,7 +156,7 @@ def encode_fields(fields: dict[str, Any], *, record_id: str, created_at: float) 
     out: ``detection_id`` and ``job_id`` equal to the record id)."""
     out: dict[str, Any] = {}
     for name, value in fields.items():
-        if value is None or value == _default(name, record_id):
+        if value is None or (name in _DEFAULTED and value == _default(name, record_id)):
             continue
         if name == "geolocation":
             text = encode_geolocation(value)
@@ -160,7 +164,10 @@ def encode_fields(fields: dict[str, Any], *, record_id: str, created_at: float) 
             text = value
         else:
             text = json.dumps(value, separators=(",", ":"), default=str)
-        out.update(_pieces(FIELDS[name], text))
+        if len(text) <= _ONE_PIECE_ANY or (len(text) <= LISTPACK_VALUE_MAX and text.isascii()):
+            out[FIELDS[name]] = text  # one piece, as _pieces would give (most fields, per record)
+        else:
+            out.update(_pieces(FIELDS[name], text))
     out["ca"] = ms(created_at)
     # The id is redundant with the key, but a previous revision reading this record during a
     # traffic split (a redelivery answered from it) needs it to answer rather than fail.
