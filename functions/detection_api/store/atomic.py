@@ -14,8 +14,9 @@ redis-py pipeline that is never executed, then sent to a Lua script that
 Scripts run atomically and reach the appendonly file as one unit, so a detection is stored
 completely or not at all, and two concurrent redeliveries of one event cannot both be queued.
 WATCH/MULTI gives the same guarantee in three round trips; this takes one, which is most of the
-ingest latency on loopback. The charge rides along because a second round trip per request was
-a fifth of a single detection's cost (docs/architecture.md, "Cost per request").
+ingest latency on loopback. The charge rides along so that accepting a request costs that one
+round trip and no other (README, "Benchmarks": 3% of a single request's instructions, and the
+system calls and thread switches of a second round trip under load).
 
 Durability rests on Redis's ``appendfsync always``: Redis writes and fsyncs the script's effects
 before it replies, so an answered request survives a SIGKILL of Redis at any instant.
