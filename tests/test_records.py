@@ -12,7 +12,7 @@ from detection_api.store.records import (
     DeliveryState,
     RecordStore,
     idempotency_key,
-    new_record_id,
+    new_record_ids,
     record_key,
 )
 
@@ -20,9 +20,10 @@ RETENTION = 86_400
 
 
 def test_record_ids_are_random_and_valid_job_ids() -> None:
-    ids = {new_record_id() for _ in range(1000)}
-    assert len(ids) == 1000
-    assert all(len(i) == 32 and i.isalnum() for i in ids)
+    ids = set(new_record_ids(1000)) | set(new_record_ids(1)) | set(new_record_ids(1))
+    assert len(ids) == 1002
+    assert all(len(i) == 32 and all(c in "0123456789abcdef" for c in i) for i in ids)
+    assert new_record_ids(0) == []
 
 
 def test_idempotency_keys_are_scoped_and_cannot_be_forged_by_joining_parts() -> None:

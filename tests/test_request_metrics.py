@@ -1,6 +1,6 @@
-"""Request metrics through prometheus-flask-exporter, under the names and labels the alert rules
-use: routed requests, requests a before-request hook answers (401), and unmatched paths are all
-counted and timed; /metrics is the exporter's, never through the ingress. Real Redis, the app's
+"""Request metrics under the names and labels the alert rules use: routed requests, requests a
+before-request hook answers (401), unmatched paths and failed error handling are all counted and
+timed; /metrics is prometheus-flask-exporter's, never through the ingress. Real Redis, the app's
 own Flask test client."""
 
 from __future__ import annotations
@@ -100,3 +100,30 @@ def test_metrics_are_never_served_through_the_ingress(client: FlaskClient) -> No
     assert classic.status_code == 200
     assert classic.content_type.startswith("text/plain")
     assert "detection_api_requests_total" in classic.get_data(as_text=True)
+
+
+def test_a_request_whose_error_handling_itself_fails_is_counted_as_a_500(tmp_path: Path) -> None:
+    server = RedisServer(data_dir=tmp_path).start()
+    try:
+        app = create_app(Settings(redis_url=server.url, jwt_secret_key=SECRET))
+
+        class Broken(Exception):
+            pass
+
+        def broken_view() -> str:
+            raise Broken
+
+        def failing_handler(error: Broken) -> str:
+            raise RuntimeError("the handler fails too")
+
+        app.add_url_rule("/broken", view_func=broken_view)
+        app.register_error_handler(Broken, failing_handler)
+        client = app.test_client()
+        assert client.get("/broken", headers=bearer()).status_code == 500
+        found = samples(client)
+        requests = "detection_api_requests_total"
+        assert value(found, requests, method="GET", endpoint="/broken", status="500") == 1
+        duration = "detection_api_request_duration_seconds_count"
+        assert value(found, duration, method="GET", endpoint="/broken") == 1
+    finally:
+        server.stop()

@@ -163,3 +163,20 @@ def test_jobs_written_directly_are_the_jobs_rq_enqueue_call_writes(redis: Redis)
     assert job.func_name == DELIVER_FUNC and job.timeout == 60 and job.result_ttl == 0
     assert job.kwargs == job_kwargs(deliveries[2:])
     assert job.enqueued_at is not None and job.created_at is not None
+
+
+@pytest.mark.parametrize("count", [1, 12, 100])
+def test_job_data_is_compressed_as_small_as_rq_compresses_it(redis: Redis, count: int) -> None:
+    """Small jobs use a smaller zlib match table (cheaper to set up); the bytes must still be no
+    larger than rq's own ``zlib.compress`` of the same call, from one delivery to a full job."""
+    deliveries = [
+        Delivery(f"{i:032x}", event(f"detection-api.{i:032x}"), 1.5 + i, f"idem:{i}")
+        for i in range(count)
+    ]
+    with redis.pipeline() as pipe:
+        enqueue_deliveries(tak_queue(redis), pipe, deliveries, per_job=count)
+        pipe.execute()
+    data = redis.hget(f"rq:job:{0:032x}", "data")
+    assert data is not None
+    raw = zlib.decompress(data)
+    assert len(data) <= len(zlib.compress(raw))

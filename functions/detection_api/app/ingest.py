@@ -42,7 +42,7 @@ from detection_api.store.records import (
     DeliveryState,
     RecordStore,
     new_record,
-    new_record_id,
+    new_record_ids,
 )
 from detection_api.store.tak_jobs import (
     MAX_DELIVERIES_PER_JOB,
@@ -113,7 +113,7 @@ class Ingestor:
                 raise problems.invalid("no detections in the request")
             detections = self.validate(submissions, batch=batch)
             check_repeats(submissions, batch=batch)
-            record_ids = [new_record_id() for _ in submissions]
+            record_ids = new_record_ids(len(submissions))
             # Geometry first: an impossible detection rejects the request before any write.
             processed = self._process(submissions, detections, record_ids, batch)
         except Problem as problem:

@@ -19,7 +19,7 @@ CE90_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 100, 200, 500, 1000, 5000)
 
 class FunctionMetrics:
     """What ingest decided, by outcome and class. Request counts and durations are
-    ``request_metrics.py``'s (prometheus-flask-exporter)."""
+    ``request_metrics.py``'s."""
 
     def __init__(self, registry: CollectorRegistry, known_classes: Iterable[str]) -> None:
         self.registry = registry
