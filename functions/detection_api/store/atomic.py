@@ -34,6 +34,8 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
+from detection_api.store.held_script import HeldScript
+
 # The limits library's acquire script, unchanged: as the body of a Lua function whose parameters
 # shadow the script's KEYS and ARGV, it decides each charge exactly as the library would.
 _ACQUIRE_SLIDING_WINDOW = (
@@ -93,7 +95,7 @@ class RateLimited(Exception):
 class AtomicWriter:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._script = redis.register_script(_WRITE_IF_ABSENT)
+        self._script = HeldScript(redis, _WRITE_IF_ABSENT)
 
     def recorder(self) -> Pipeline:
         """A pipeline to record commands into; pass it to ``write_if_absent`` (never execute it)."""
@@ -126,7 +128,7 @@ class AtomicWriter:
             args.append(len(command_args))
             args.extend(command_args)  # redis-py encodes them once, when it packs the EVALSHA
         recorded.reset()
-        existing = self._script(keys=list(keys), args=args)
+        existing = self._script(keys, args)
         if existing and int(existing[0]) < 0:
             raise RateLimited(-int(existing[0]) - 1)
         return [int(i) - 1 for i in existing]
