@@ -12,10 +12,16 @@ from detection_api.local.redis_server import RedisServer
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[Redis]:
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A real Redis server of its own for one test (Redis scripts are tested against Redis)."""
     server = RedisServer(data_dir=tmp_path).start()
     try:
-        yield server.client()
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> Redis:
+    """A client of ``redis_server``."""
+    return redis_server.client()

@@ -102,28 +102,26 @@ def test_metrics_are_never_served_through_the_ingress(client: FlaskClient) -> No
     assert "detection_api_requests_total" in classic.get_data(as_text=True)
 
 
-def test_a_request_whose_error_handling_itself_fails_is_counted_as_a_500(tmp_path: Path) -> None:
-    server = RedisServer(data_dir=tmp_path).start()
-    try:
-        app = create_app(Settings(redis_url=server.url, jwt_secret_key=SECRET))
+def test_a_request_whose_error_handling_itself_fails_is_counted_as_a_500(
+    redis_server: RedisServer,
+) -> None:
+    app = create_app(Settings(redis_url=redis_server.url, jwt_secret_key=SECRET))
 
-        class Broken(Exception):
-            pass
+    class Broken(Exception):
+        pass
 
-        def broken_view() -> str:
-            raise Broken
+    def broken_view() -> str:
+        raise Broken
 
-        def failing_handler(error: Broken) -> str:
-            raise RuntimeError("the handler fails too")
+    def failing_handler(error: Broken) -> str:
+        raise RuntimeError("the handler fails too")
 
-        app.add_url_rule("/broken", view_func=broken_view)
-        app.register_error_handler(Broken, failing_handler)
-        client = app.test_client()
-        assert client.get("/broken", headers=bearer()).status_code == 500
-        found = samples(client)
-        requests = "detection_api_requests_total"
-        assert value(found, requests, method="GET", endpoint="/broken", status="500") == 1
-        duration = "detection_api_request_duration_seconds_count"
-        assert value(found, duration, method="GET", endpoint="/broken") == 1
-    finally:
-        server.stop()
+    app.add_url_rule("/broken", view_func=broken_view)
+    app.register_error_handler(Broken, failing_handler)
+    client = app.test_client()
+    assert client.get("/broken", headers=bearer()).status_code == 500
+    found = samples(client)
+    requests = "detection_api_requests_total"
+    assert value(found, requests, method="GET", endpoint="/broken", status="500") == 1
+    duration = "detection_api_request_duration_seconds_count"
+    assert value(found, duration, method="GET", endpoint="/broken") == 1

@@ -5,7 +5,6 @@ separate hits took them, and a refused charge answers the 429 of its rule. Real 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from flask import Flask, g
@@ -16,15 +15,6 @@ from detection_api.auth import Principal
 from detection_api.local.redis_server import RedisServer
 from detection_api.settings import Settings
 from detection_api.store.atomic import AtomicWriter, RateLimited
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    redis_server = RedisServer(data_dir=tmp_path).start()
-    try:
-        yield redis_server
-    finally:
-        redis_server.stop()
 
 
 def limits_for(server: RedisServer, rate_limit: str) -> RateLimits:
@@ -40,8 +30,10 @@ def as_producer() -> Iterator[None]:
         yield
 
 
-def test_arrival_then_the_rest_under_every_rule(server: RedisServer, as_producer: None) -> None:
-    charges = limits_for(server, "100/second;1000/hour").window_charges(5)
+def test_arrival_then_the_rest_under_every_rule(
+    redis_server: RedisServer, as_producer: None
+) -> None:
+    charges = limits_for(redis_server, "100/second;1000/hour").window_charges(5)
     assert [(c.limit, c.expiry_seconds, c.amount) for c in charges] == [
         (100, 1, 1),
         (1000, 3600, 1),
@@ -49,16 +41,16 @@ def test_arrival_then_the_rest_under_every_rule(server: RedisServer, as_producer
         (1000, 3600, 4),
     ]
     assert all("sub:camera-operator" in c.current_key for c in charges)
-    assert [(c.limit, c.amount) for c in limits_for(server, "7/minute").window_charges(1)] == [
-        (7, 1)
-    ]
+    assert [
+        (c.limit, c.amount) for c in limits_for(redis_server, "7/minute").window_charges(1)
+    ] == [(7, 1)]
 
 
 def test_a_charge_in_the_write_and_a_hit_elsewhere_share_one_budget(
-    server: RedisServer, as_producer: None
+    redis_server: RedisServer, as_producer: None
 ) -> None:
-    limits = limits_for(server, "10/minute")
-    writer = AtomicWriter(server.client())
+    limits = limits_for(redis_server, "10/minute")
+    writer = AtomicWriter(redis_server.client())
     writer.charge(limits.window_charges(6))  # an ingest of 6, taken by the write script
     limits.charge(3)  # a read on another route: the library's own hit
     stats = limits.limiter.get_window_stats(limits.rules[0], "sub:camera-operator")
