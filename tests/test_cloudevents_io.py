@@ -499,6 +499,62 @@ def test_any_bytes_are_json_or_a_problem(body: bytes) -> None:
     json.dumps(value, ensure_ascii=False).encode("utf-8")  # no lone surrogate got through
 
 
+def _standard_reading(body: bytes) -> Any:
+    """What load_json gave before its orjson fast path: json.loads, lone surrogates refused."""
+    value = json.loads(body.decode("utf-8-sig"))
+    json.dumps(value, ensure_ascii=False).encode("utf-8")  # raises on a lone surrogate
+    return value
+
+
+def _same_reading(body: bytes) -> None:
+    try:
+        expected = _standard_reading(body)
+    except (ValueError, RecursionError):
+        with pytest.raises(Problem):
+            ce.load_json(body)
+        return
+    got = ce.load_json(body)
+    # repr tells 1 from 1.0 and -0.0 from 0.0, and keeps NaN comparable
+    assert repr(got) == repr(expected)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"18446744073709551616",  # past 64 bits: orjson would read a float
+        b"-9223372036854775809",
+        b'{"detection_id": 123456789012345678901234567890}',
+        b"[1.0000000000000000001, 12345678901234567890e-5]",
+        b"9223372036854775807",  # 19 digits: the standard reading, and exact either way
+        b'\xef\xbb\xbf{"a": [1, 2.5, null]}',  # byte order mark
+        b'{"pitch": NaN, "roll": -Infinity}',
+        b"1e400",
+        b'"\\udc00"',
+        b'{"\\ud800": 1}',
+        b'"\\ud83d\\ude97"',
+        b"-0",
+        b"-0.0",
+        b"5e-324",
+        b'{"a": 1, "a": 2}',
+        b'"\\u0000"',
+        b'"\xc0\x80"',
+        b"[" * 2000 + b"]" * 2000,
+    ],
+)
+def test_the_fast_reading_is_the_standard_one(body: bytes) -> None:
+    _same_reading(body)
+
+
+@FUZZ
+@given(value=json_values, ascii=st.booleans())
+def test_any_document_reads_as_the_standard_library_reads_it(value: Any, ascii: bool) -> None:
+    try:
+        body = json.dumps(value, ensure_ascii=ascii).encode("utf-8", "surrogatepass")
+    except ValueError:
+        return
+    _same_reading(body)
+
+
 # --- replies --------------------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
+import orjson
 from cloudevents.conversion import to_binary, to_dict
 from cloudevents.exceptions import GenericException
 from cloudevents.http import CloudEvent, from_dict, from_http
@@ -56,6 +57,14 @@ _NOT_CE_STRING = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff{_NONCHARACTERS}]"
 _NOT_HEADER_TEXT = re.compile("[\x00-\x1f\x7f]")
 # A JSON escape in the surrogate range: only then can decoded text hold a lone surrogate.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+# load_json reads bodies with orjson first: a third of the standard library's time. orjson reads
+# every document json.loads reads the same way but these: it refuses NaN/Infinity, numbers out of
+# a double's range, lone surrogates, a byte order mark and nesting past 1024 (then json.loads
+# decides, as before), and reads integers beyond 64 bits as floats, so a body with a run of 19
+# digits anywhere goes to json.loads directly (found with one translate and one substring search,
+# a tenth of a regular expression's time).
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_DIGIT_RUN = b"0" * 19
 # Percent-encoded in header values (HTTP binding 3.1.3.2): all but printable ASCII, and '"' and '%'.
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
 
@@ -196,6 +205,11 @@ def load_json(body: bytes, what: str = "the body", *, path: str | None = None) -
     def refused(detail: str, message: str) -> Problem:
         return invalid(f"{what} {detail}", [{"path": path, "message": message}] if path else [])
 
+    if _DIGIT_RUN not in body.translate(_DIGITS_ONLY):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass  # the standard library's reading below decides, and words the refusal
     try:
         text = body.decode("utf-8-sig")  # strict: refuses invalid and surrogate-encoding bytes
         value = json.loads(text)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 from xml.parsers import expat  # nosec B407 # events start with their root element: no DTD, so no entities
 
+import orjson
 from redis import Redis
 from redis.client import Pipeline
 from rq import Queue
@@ -122,7 +123,9 @@ def enqueue_deliveries(
     The job hashes are written directly, as rq's ``Queue.enqueue_call`` writes them (same
     fields, same ``data`` encoding: zlib of the JSON-serialised call, see ``_compress``), without
     building an rq ``Job`` per request (about a tenth of a single request's function time).
-    rq, ``rq info`` and the forwarder read them as rq's own."""
+    rq, ``rq info`` and the forwarder read them as rq's own. The JSON is orjson's: compact
+    separators and UTF-8 where rq's ``JSONSerializer`` writes ``", "`` and ``\\u`` escapes, the
+    same value for any JSON reader (rq's included), at a tenth of the cost for a full job."""
     size = max(1, min(per_job, MAX_DELIVERIES_PER_JOB))
     if not deliveries:
         return []
@@ -135,7 +138,7 @@ def enqueue_deliveries(
         call = (DELIVER_FUNC, None, (), job_kwargs(chunk))
         fields = {
             "created_at": stamp,
-            "data": _compress(JSONSerializer.dumps(call)),
+            "data": _compress(orjson.dumps(call)),
             **_JOB_FIELDS,
             "description": f"deliver {len(chunk)} detection(s) to TAK",
             "enqueued_at": stamp,

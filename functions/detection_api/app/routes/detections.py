@@ -3,10 +3,10 @@ clients expect it), JSON with ``Accept: application/json``; ``Location`` names t
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from xml.etree import ElementTree as ET  # nosec B405 # ElementTree only wraps the CoT events we generated
 
+import orjson
 from flask import Blueprint, Response, request
 
 from detection_api.app import cloudevents_io as ce
@@ -42,7 +42,8 @@ def create_detections() -> Response:
     wants = request.accept_mimetypes.best_match([XML, JSON], default=XML)
     if wants == JSON:
         body: Any = [o.as_json() for o in outcomes] if batch else outcomes[0].as_json()
-        response = Response(json.dumps(body), status=201, mimetype=JSON)
+        # orjson: a list of 100 answers in a twelfth of the standard library's time (issue 12)
+        response = Response(orjson.dumps(body), status=201, mimetype=JSON)
     else:
         response = Response(cot_document(outcomes, batch), status=201, mimetype=XML)
     response.headers["Location"] = RECORD_PATH + outcomes[0].record_id
