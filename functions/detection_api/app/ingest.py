@@ -75,6 +75,7 @@ class Ingestor:
     def validate(self, submissions: list[Submission], *, batch: bool) -> list[Detection]:
         detections: list[Detection] = []
         errors: list[dict[str, Any]] = []
+        now = datetime.now(UTC)  # one clock read for the request's timestamp checks
         for index, submission in enumerate(submissions):
             prefix: tuple[int, ...] = (index,) if batch else ()
             if not isinstance(submission.payload, dict):
@@ -87,7 +88,9 @@ class Ingestor:
                 continue
             try:
                 detections.append(
-                    parse_detection(submission.payload, max_image_bytes=self.core.max_image_bytes)
+                    parse_detection(
+                        submission.payload, max_image_bytes=self.core.max_image_bytes, now=now
+                    )
                 )
             except ValidationError as exc:
                 errors.extend(problems.validation_errors(exc.errors(), prefix))
@@ -127,12 +130,13 @@ class Ingestor:
         except Problem as problem:
             self._audit_rejection(submissions, problem, ())
             raise
-        for outcome in outcomes:
-            log.info(
-                "detection %s",
-                "duplicate" if outcome.duplicate else outcome.state,
-                extra={"record_id": outcome.record_id, "detection_id": outcome.detection_id},
-            )
+        if log.isEnabledFor(logging.INFO):  # (not building 100 ``extra`` dicts to drop them)
+            for outcome in outcomes:
+                log.info(
+                    "detection %s",
+                    "duplicate" if outcome.duplicate else outcome.state,
+                    extra={"record_id": outcome.record_id, "detection_id": outcome.detection_id},
+                )
         return outcomes
 
     def _audit_rejection(

@@ -5,6 +5,8 @@ refused), and count what the ingest decided."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from flask import g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -61,10 +63,15 @@ def _count_rejected(metrics: FunctionMetrics, submissions: list[Submission]) -> 
 
 
 def _count_outcomes(metrics: FunctionMetrics, outcomes: list[Outcome]) -> None:
+    # One increment per (kind, class) of the request, not one per detection: a list of 100
+    # mostly shares one class, and each increment takes the metric's lock.
+    counts: Counter[tuple[str, str]] = Counter()
     for outcome in outcomes:
         kind = "duplicate" if outcome.duplicate else "accepted"
         if outcome.state == "filtered" and not outcome.duplicate:
             kind = "filtered"
-        metrics.detections.labels(kind, metrics.class_label(outcome.object_class)).inc()
+        counts[kind, metrics.class_label(outcome.object_class)] += 1
         if not outcome.duplicate:
             metrics.ce90.observe(outcome.geolocation["ce90_m"])
+    for labels, count in counts.items():
+        metrics.detections.labels(*labels).inc(count)

@@ -33,9 +33,8 @@ MAX_ID_LENGTH = 128
 DETECTION_SCHEMA_ID = "urn:detection-api:schema:detection:1"
 
 _RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?$"
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?$"
 )
-_HAS_OFFSET = re.compile(r"([Zz]|[+-]\d{2}:\d{2})$")
 DATA_URL_PREFIX = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,")
 _ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]*$"
@@ -103,11 +102,12 @@ Sigma = Annotated[Finite, Field(ge=0.0)]
 def check_timestamp_text(value: Any) -> Any:
     if not isinstance(value, str):
         raise invalid("timestamp_type", "must be an RFC 3339 date-time string")
-    if not _RFC3339.match(value):
+    parts = _RFC3339.match(value)
+    if parts is None:
         raise invalid(
             "timestamp_format", "must be an RFC 3339 date-time, e.g. 2026-11-27T02:40:16.123Z"
         )
-    if not _HAS_OFFSET.search(value):
+    if parts.group("offset") is None:
         raise invalid(
             "timestamp_offset", "must carry a UTC offset (Z or ±hh:mm); naive times are ambiguous"
         )
