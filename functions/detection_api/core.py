@@ -315,7 +315,7 @@ def geolocate(det: Detection, config: CoreConfig) -> Geolocation:
 def geolocation_as_dict(geo: Geolocation) -> dict[str, Any]:
     """JSON-ready geolocation: degrees to 1e-9 (0.1 mm), metres to 1 mm."""
     var_e, cov_en, var_n = geo.covariance_en_m2
-    return {
+    out: dict[str, Any] = {
         "lat": round(geo.lat_deg, 9),
         "lon": round(geo.lon_deg, 9),
         "hae_m": round(geo.hae_m, 3),
@@ -327,8 +327,11 @@ def geolocation_as_dict(geo: Geolocation) -> dict[str, Any]:
         "le_m": round(geo.le_m, 3),
         "flag": geo.flag.value,
         # Variances can be far below 1 m²: keep significant digits, not decimals.
-        "covariance_en_m2": [float(f"{v:.6g}") for v in (var_e, cov_en, var_n)],
+        "covariance_en_m2": [float(f"{var_e:.6g}"), float(f"{cov_en:.6g}"), float(f"{var_n:.6g}")],
         "terrain": geo.terrain.value,
-        **({"dem": geo.dem} if geo.dem else {}),
-        **({"terrain_note": geo.terrain_note} if geo.terrain_note else {}),
     }
+    if geo.dem:
+        out["dem"] = geo.dem
+    if geo.terrain_note:
+        out["terrain_note"] = geo.terrain_note
+    return out

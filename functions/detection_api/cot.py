@@ -197,6 +197,8 @@ def label_safe(value: str) -> str:
 
 
 def _uid_part(value: str) -> str:
+    if value.isascii() and value.isalnum() and len(value) <= _MAX_UID_PART:
+        return value  # the common part (record ids are hex): nothing to replace or cut
     return _UID_UNSAFE.sub("_", value)[:_MAX_UID_PART] or "_"
 
 
