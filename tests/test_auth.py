@@ -186,9 +186,15 @@ def test_lifetime_is_measured_from_now_when_iat_and_nbf_are_absent() -> None:
     assert verifier.verify(near).subject == "drone-7"
 
 
-@pytest.mark.parametrize("subject", ["", "   ", "x" * 257])
+@pytest.mark.parametrize("subject", ["", "   ", "x" * 257, "cam\ud800", "\udfff"])
 def test_the_subject_must_be_a_non_empty_bounded_string(subject: object) -> None:
+    # (a lone surrogate: a signed "\ud800" escape, which no UTF-8 store can hold)
     assert "subject" in rejects(TokenVerifier(hs_settings()), token({"sub": subject}))
+
+
+def test_a_subject_outside_the_basic_plane_is_a_subject() -> None:
+    principal = TokenVerifier(hs_settings()).verify(token({"sub": "drone \U0001f681"}))
+    assert principal.subject == "drone \U0001f681"  # signed as a surrogate pair: one character
 
 
 def test_read_all_reads_everything_and_read_only_ones_own() -> None:

@@ -27,6 +27,14 @@ T = TypeVar("T")
 MAX_SUBJECT_LENGTH = 256
 
 
+def _is_unicode_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class Scope(StrEnum):
     WRITE = "detections:write"
     READ = "detections:read"  # the records of the token's own producer (its subject)
@@ -209,6 +217,10 @@ class TokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip() or len(subject) > MAX_SUBJECT_LENGTH:
             raise AuthError(401, "token subject must be a non-empty string")
+        if not _is_unicode_text(subject):
+            # JSON's \ud800-\udfff escapes decode to lone surrogates, which no UTF-8 store (the
+            # record's producer, Redis keys) can hold: refused here rather than a 500 at the write
+            raise AuthError(401, "token subject holds a lone UTF-16 surrogate")
         # Lifetime from iat (else nbf); a token with neither is measured from now, so leaving the
         # claims out never buys a longer-lived token.
         issued = claims.get("iat", claims.get("nbf"))
