@@ -11,7 +11,7 @@ time and thread switches, which only the HTTP rows of ``bench.ingest`` show.
     .venv/bin/python -m bench.instructions [--list 100]
 
 Needs valgrind (Debian's package); one to two minutes for single requests, two to four for
-lists. Repeats to about 0.1% on one commit. Not part of ``make bench``'s default set.
+lists. Runs on one commit agree to about 0.3%. Not part of ``make bench``'s default set.
 """
 
 from __future__ import annotations
