@@ -72,10 +72,11 @@ class Ingestor:
 
     # -- steps ----------------------------------------------------------------------------------
 
-    def validate(self, submissions: list[Submission], *, batch: bool) -> list[Detection]:
+    def validate(
+        self, submissions: list[Submission], *, batch: bool, now: datetime
+    ) -> list[Detection]:
         detections: list[Detection] = []
         errors: list[dict[str, Any]] = []
-        now = datetime.now(UTC)  # one clock read for the request's timestamp checks
         for index, submission in enumerate(submissions):
             prefix: tuple[int, ...] = (index,) if batch else ()
             if not isinstance(submission.payload, dict):
@@ -114,11 +115,13 @@ class Ingestor:
         try:
             if not submissions:
                 raise problems.invalid("no detections in the request")
-            detections = self.validate(submissions, batch=batch)
+            # One clock read per request: the timestamp checks and the CoT's generation time.
+            now = datetime.now(UTC)
+            detections = self.validate(submissions, batch=batch, now=now)
             check_repeats(submissions, batch=batch)
             record_ids = new_record_ids(len(submissions))
             # Geometry first: an impossible detection rejects the request before any write.
-            processed = self._process(submissions, detections, record_ids, batch)
+            processed = self._process(submissions, detections, record_ids, batch, now)
         except Problem as problem:
             self._audit_rejection(submissions, problem, charges)
             raise
@@ -233,8 +236,8 @@ class Ingestor:
         detections: list[Detection],
         record_ids: list[str],
         batch: bool,
+        now: datetime,
     ) -> dict[int, tuple[Outcome, dict[str, Any]]]:
-        now = datetime.now(UTC)
         errors: list[dict[str, Any]] = []
         out: dict[int, tuple[Outcome, dict[str, Any]]] = {}
         detection_ids = [
