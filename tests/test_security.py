@@ -65,3 +65,60 @@ def test_a_charge_in_the_write_and_a_hit_elsewhere_share_one_budget(
     assert 1 <= int(problem.headers["Retry-After"]) <= 60
     with pytest.raises(Problem):
         limits.charge(1)
+
+
+def _headers_app(settings: Settings) -> Flask:
+    from flask import Response
+
+    from detection_api.app.security import install_cors_and_headers
+
+    app = Flask("t")
+    install_cors_and_headers(app, settings)
+
+    @app.get("/plain")
+    def plain() -> str:
+        return "ok"
+
+    @app.get("/cached")
+    def cached() -> Response:
+        response = Response("ok")
+        response.headers["cache-control"] = "max-age=60"  # the route's own, in any case
+        return response
+
+    return app
+
+
+def test_security_headers_on_every_answer_and_a_routes_own_kept() -> None:
+    app = _headers_app(Settings(jwt_secret_key="k" * 40))
+    client = app.test_client()
+    plain = client.get("/plain")
+    assert plain.headers["X-Content-Type-Options"] == "nosniff"
+    assert plain.headers["X-Frame-Options"] == "DENY"
+    assert plain.headers["Referrer-Policy"] == "no-referrer"
+    assert plain.headers["Cache-Control"] == "no-store"
+    assert "Strict-Transport-Security" not in plain.headers  # plain HTTP, no proxy said TLS
+    cached = client.get("/cached")
+    assert cached.headers.getlist("Cache-Control") == ["max-age=60"]
+    assert cached.headers["X-Frame-Options"] == "DENY"
+    missing = client.get("/nowhere")  # answers Flask makes itself get them too
+    assert missing.status_code == 404 and missing.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    ("base_url", "forwarded", "hsts"),
+    [
+        ("https://api.example", None, True),
+        ("http://api.example", "https", True),
+        ("http://api.example", "https, http", True),  # the first proxy's view counts
+        ("http://api.example", " https ", True),
+        ("http://api.example", "http, https", False),
+        ("http://api.example", None, False),
+    ],
+)
+def test_hsts_only_over_tls(base_url: str, forwarded: str | None, hsts: bool) -> None:
+    client = _headers_app(Settings(jwt_secret_key="k" * 40)).test_client()
+    headers = {"X-Forwarded-Proto": forwarded} if forwarded is not None else {}
+    answer = client.get("/plain", base_url=base_url, headers=headers)
+    assert ("Strict-Transport-Security" in answer.headers) is hsts
+    if hsts:
+        assert answer.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"

@@ -37,6 +37,15 @@ from detection_api.store.atomic import WindowCharge
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json"})
+# Added to every answer that does not set them itself; HSTS only to requests that came over TLS.
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+)
+HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+SECURE_HEADERS = (*SECURITY_HEADERS, HSTS)
 
 
 def _required_scope() -> Scope | None:
@@ -276,13 +285,13 @@ def install_cors_and_headers(app: Flask, settings: Settings) -> None:
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("Cache-Control", "no-store")
-        forwarded_proto = request.headers.get("X-Forwarded-Proto", "")
-        if request.is_secure or forwarded_proto.split(",")[0].strip() == "https":
-            response.headers.setdefault(
-                "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
-            )
+        # One pass over the response's headers: ``Headers.setdefault`` scans them once per name
+        # and raises (and catches) werkzeug's ``BadRequestKeyError`` for each absent one.
+        headers = response.headers
+        present = {name.lower() for name, _ in headers}
+        forwarded_proto = request.environ.get("HTTP_X_FORWARDED_PROTO", "")
+        secure = request.is_secure or forwarded_proto.split(",")[0].strip() == "https"
+        for name, value in SECURE_HEADERS if secure else SECURITY_HEADERS:
+            if name.lower() not in present:
+                headers.add(name, value)
         return response
