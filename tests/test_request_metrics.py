@@ -125,3 +125,36 @@ def test_a_request_whose_error_handling_itself_fails_is_counted_as_a_500(
     assert value(found, requests, method="GET", endpoint="/broken", status="500") == 1
     duration = "detection_api_request_duration_seconds_count"
     assert value(found, duration, method="GET", endpoint="/broken") == 1
+
+
+def test_ensure_sync_answers_as_flask_does_and_asks_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flask.app
+
+    from detection_api.app.request_metrics import MeteredFlask
+
+    asked: list[object] = []
+    real = flask.app.iscoroutinefunction
+
+    def counting(func: object) -> bool:
+        asked.append(func)
+        return real(func)
+
+    monkeypatch.setattr(flask.app, "iscoroutinefunction", counting)
+    app = MeteredFlask("t")
+
+    def view() -> str:
+        return "ok"
+
+    async def coroutine_view() -> str:
+        return "ok"
+
+    assert app.ensure_sync(view) is view
+    assert app.ensure_sync(view) is view
+    assert asked == [view]
+    # A coroutine function still gets Flask's own treatment: without Flask's async extra
+    # installed (as here), the same RuntimeError as a plain Flask app raises.
+    with pytest.raises(RuntimeError) as plain:
+        flask.Flask("plain").ensure_sync(coroutine_view)
+    with pytest.raises(RuntimeError) as ours:
+        app.ensure_sync(coroutine_view)
+    assert str(ours.value) == str(plain.value)

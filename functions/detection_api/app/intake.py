@@ -5,8 +5,6 @@ refused), and count what the ingest decided."""
 
 from __future__ import annotations
 
-from collections import Counter
-
 from flask import g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -59,19 +57,20 @@ def _count_rejected(metrics: FunctionMetrics, submissions: list[Submission]) -> 
         payload = submission.payload if isinstance(submission.payload, dict) else {}
         cls = payload.get("object_class")
         label = metrics.class_label(cls) if isinstance(cls, str) else "other"
-        metrics.detections.labels("rejected", label).inc()
+        metrics.detections_by("rejected", label).inc()
 
 
 def _count_outcomes(metrics: FunctionMetrics, outcomes: list[Outcome]) -> None:
     # One increment per (kind, class) of the request, not one per detection: a list of 100
     # mostly shares one class, and each increment takes the metric's lock.
-    counts: Counter[tuple[str, str]] = Counter()
+    counts: dict[tuple[str, str], int] = {}
     for outcome in outcomes:
         kind = "duplicate" if outcome.duplicate else "accepted"
         if outcome.state == "filtered" and not outcome.duplicate:
             kind = "filtered"
-        counts[kind, metrics.class_label(outcome.object_class)] += 1
+        labels = (kind, metrics.class_label(outcome.object_class))
+        counts[labels] = counts.get(labels, 0) + 1
         if not outcome.duplicate:
             metrics.ce90.observe(outcome.geolocation["ce90_m"])
     for labels, count in counts.items():
-        metrics.detections.labels(*labels).inc(count)
+        metrics.detections_by(*labels).inc(count)

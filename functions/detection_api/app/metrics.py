@@ -7,6 +7,7 @@ never ids. The queue depth is read from Redis when Prometheus scrapes, not kept 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
@@ -15,6 +16,24 @@ disable_created_metrics()
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CE90_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 100, 200, 500, 1000, 5000)
+
+
+Metric = TypeVar("Metric", Counter, Histogram)
+
+
+class LabelledChildren(Generic[Metric]):
+    """``children(*values)`` is ``metric.labels(*values)``, looked up once per label values:
+    ``labels`` converts, checks and takes the metric's lock on every call (a few a request)."""
+
+    def __init__(self, metric: Metric) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Metric] = {}
+
+    def __call__(self, *values: str) -> Metric:
+        child = self._children.get(values)
+        if child is None:  # (two threads may both look it up: labels() gives both the same child)
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class FunctionMetrics:
@@ -30,6 +49,7 @@ class FunctionMetrics:
             ["outcome", "object_class"],
             registry=registry,
         )
+        self.detections_by = LabelledChildren(self.detections)
         self.rejections = Counter(
             "detection_api_rejections",
             "Rejected requests by reason (problem type)",

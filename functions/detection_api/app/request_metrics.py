@@ -23,7 +23,7 @@ drop the scrape-time queue-depth collector.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import wraps
+from functools import cached_property, wraps
 from timeit import default_timer
 from typing import Any
 
@@ -31,7 +31,7 @@ from flask import Flask, Response, request
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_flask_exporter import PrometheusMetrics
 
-from detection_api.app.metrics import LATENCY_BUCKETS
+from detection_api.app.metrics import LATENCY_BUCKETS, LabelledChildren
 from detection_api.app.problems import Problem
 
 Dispatch = Callable[[], Response]
@@ -49,6 +49,18 @@ class MeteredFlask(Flask):
 
     def unmetered_dispatch(self) -> Response:
         return super().full_dispatch_request()
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        # Flask asks ``inspect.iscoroutinefunction`` of every hook and view it calls, five times
+        # a request; the answer for a function never changes, so it is asked once per function.
+        known = self._sync.get(func)
+        if known is None:
+            known = self._sync[func] = super().ensure_sync(func)
+        return known
+
+    @cached_property
+    def _sync(self) -> dict[Callable[..., Any], Callable[..., Any]]:
+        return {}
 
 
 def _endpoint() -> str:
@@ -86,6 +98,7 @@ def install_request_metrics(app: MeteredFlask, registry: CollectorRegistry) -> P
         buckets=LATENCY_BUCKETS,
         registry=registry,
     )
+    durations, counts = LabelledChildren(duration), LabelledChildren(requests)
     dispatch = app.unmetered_dispatch
 
     def metered() -> Response:
@@ -97,8 +110,8 @@ def install_request_metrics(app: MeteredFlask, registry: CollectorRegistry) -> P
             return response
         finally:
             method, endpoint = request.method, _endpoint()
-            duration.labels(method, endpoint).observe(default_timer() - started)
-            requests.labels(method, endpoint, status).inc()
+            durations(method, endpoint).observe(default_timer() - started)
+            counts(method, endpoint, status).inc()
 
     app.metered = metered
     return exporter
