@@ -151,6 +151,16 @@ def test_ensure_sync_answers_as_flask_does_and_asks_once(monkeypatch: pytest.Mon
     assert app.ensure_sync(view) is view
     assert app.ensure_sync(view) is view
     assert asked == [view]
+
+    class Unhashable:
+        __hash__ = None  # type: ignore[assignment]
+
+        def __call__(self) -> str:
+            return "ok"
+
+    handler = Unhashable()
+    assert app.ensure_sync(handler) is handler
+    assert asked[-1] is handler
     # A coroutine function still gets Flask's own treatment: without Flask's async extra
     # installed (as here), the same RuntimeError as a plain Flask app raises.
     with pytest.raises(RuntimeError) as plain:

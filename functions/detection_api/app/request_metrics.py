@@ -53,7 +53,10 @@ class MeteredFlask(Flask):
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         # Flask asks ``inspect.iscoroutinefunction`` of every hook and view it calls, five times
         # a request; the answer for a function never changes, so it is asked once per function.
-        known = self._sync.get(func)
+        try:
+            known = self._sync.get(func)
+        except TypeError:  # an unhashable callable object: asked every time, as Flask does
+            return super().ensure_sync(func)
         if known is None:
             known = self._sync[func] = super().ensure_sync(func)
         return known
