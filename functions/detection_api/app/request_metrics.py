@@ -23,7 +23,7 @@ drop the scrape-time queue-depth collector.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cached_property, wraps
+from functools import wraps
 from timeit import default_timer
 from typing import Any
 
@@ -41,6 +41,10 @@ class MeteredFlask(Flask):
     """Flask whose whole dispatch (hooks, view, error handlers) runs inside ``metered``."""
 
     metered: Dispatch | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync: dict[Callable[..., Any], Callable[..., Any]] = {}
 
     def full_dispatch_request(self) -> Response:
         if self.metered is None:
@@ -60,10 +64,6 @@ class MeteredFlask(Flask):
         if known is None:
             known = self._sync[func] = super().ensure_sync(func)
         return known
-
-    @cached_property
-    def _sync(self) -> dict[Callable[..., Any], Callable[..., Any]]:
-        return {}
 
 
 def _endpoint() -> str:

@@ -8,6 +8,8 @@ from xml.etree import ElementTree as ET  # nosec B405 # ElementTree only wraps t
 
 import orjson
 from flask import Blueprint, Response, request
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
 
 from detection_api.app import cloudevents_io as ce
 from detection_api.app.intake import admit, ingest, read_body
@@ -55,11 +57,12 @@ _WANTS_JSON = {None: False, "": False, "*/*": False, JSON: True, XML: False}
 
 
 def wants_json(accept: str | None) -> bool:
-    """Whether the answer is JSON: CoT XML unless the client prefers ``application/json``."""
+    """Whether the answer to this ``Accept`` value is JSON: CoT XML unless the client prefers
+    ``application/json``. Other values are parsed as ``request.accept_mimetypes`` parses them."""
     known = _WANTS_JSON.get(accept)
     if known is not None:
         return known
-    return request.accept_mimetypes.best_match([XML, JSON], default=XML) == JSON
+    return parse_accept_header(accept, MIMEAccept).best_match([XML, JSON], default=XML) == JSON
 
 
 def v1_identity(item: Any) -> tuple[str, ...] | None:
