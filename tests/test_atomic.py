@@ -11,7 +11,7 @@ from limits.storage import RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 from redis import Redis
 
-from detection_api.store.atomic import AtomicWriter, RateLimited, WindowCharge
+from detection_api.store.atomic import AtomicWriter, RateLimited, WindowCharge, json_command
 
 
 def test_writes_everything_when_all_keys_are_absent(redis: Redis) -> None:
@@ -34,6 +34,59 @@ def test_writes_nothing_when_any_key_exists(redis: Redis) -> None:
     rec.rpush("q", "a")
     assert writer.write_if_absent(["a", "b", "c"], rec) == [1]
     assert not redis.exists("a", "q")
+
+
+def _commands(prefix: str) -> list[tuple[str, ...]]:
+    """Commands of every argument kind ingest records, on keys under ``prefix``."""
+    hostile = 'caf\u00e9 \u2603 "quoted" \\back\\slash\x00nul [not json] \U0001f6f0'
+    return [
+        ("hset", f"{prefix}h", {"t": hostile, "i": 1733300000123, "f": 0.1, "n": -(2**60)}),
+        ("hset", f"{prefix}b", {"data": b"\x78\x9c\xff\x00 binary", "s": "text"}),
+        ("rpush", f"{prefix}q", "[1, 2]", "{}", ""),
+        ("set", f"{prefix}s", "v", 90),
+        ("expire", f"{prefix}h", 60),
+    ]
+
+
+def _record(pipe: object, commands: list[tuple[str, ...]]) -> None:
+    for name, key, *rest in commands:
+        method = getattr(pipe, name)
+        if name == "hset":
+            method(key, mapping=rest[0])
+        elif name == "set":
+            method(key, rest[0], ex=rest[1])
+        else:
+            method(key, *rest)
+
+
+def test_the_script_writes_what_redis_py_writes(redis: Redis) -> None:
+    """Text and numbers travel as one JSON array per command, bytes as arguments of their own:
+    either way Redis holds exactly what redis-py's own pipeline writes."""
+    with redis.pipeline() as pipe:
+        _record(pipe, _commands("py:"))
+        pipe.execute()
+    writer = AtomicWriter(redis)
+    rec = writer.recorder()
+    _record(rec, _commands("ours:"))
+    assert writer.write_if_absent([], rec) == []
+    for suffix in ("h", "b"):
+        assert redis.hgetall(f"ours:{suffix}") == redis.hgetall(f"py:{suffix}")
+    assert redis.hget("ours:h", "t").decode() == _commands("")[0][2]["t"]
+    assert (
+        redis.hget("ours:h", "f") == b"0.1" and redis.hget("ours:h", "n") == b"-1152921504606846976"
+    )
+    assert redis.hget("ours:b", "data") == b"\x78\x9c\xff\x00 binary"
+    assert redis.lrange("ours:q", 0, -1) == [b"[1, 2]", b"{}", b""]
+    assert redis.get("ours:s") == b"v" and 0 < redis.ttl("ours:s") <= 90
+    assert 0 < redis.ttl("ours:h") <= 60
+
+
+def test_json_command_takes_text_and_numbers_only() -> None:
+    assert json_command(("HSET", "k", "f", 12, 2.5)) == b'["HSET","k","f","12","2.5"]'
+    assert json_command(("SET", "k", "\u00e9\x00")) == '["SET","k","\u00e9\\u0000"]'.encode()
+    assert json_command(("HSET", "k", "data", b"\x00")) is None  # bytes: arguments of their own
+    assert json_command(("SET", "k", True)) is None  # redis-py refuses bools: let it say so
+    assert json_command(("SET", "k", "\ud800")) is None  # a lone surrogate: redis-py's error
 
 
 def test_recorder_accepts_rq_enqueues(redis: Redis) -> None:

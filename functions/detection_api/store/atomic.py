@@ -9,7 +9,9 @@ redis-py pipeline that is never executed, then sent to a Lua script that
    by ``SlidingWindowCounterRateLimiter.hit`` count in the same windows. A refused charge stops
    the script: nothing is written, and the caller answers 429 (``RateLimited``);
 2. checks that none of the given keys (idempotency markers) exists;
-3. only then runs every recorded command.
+3. only then runs every recorded command. A command whose arguments are all text or numbers
+   travels as one JSON array (``json_command``; the script decodes it with Redis's ``cjson``),
+   one with bytes as its argument count and its arguments.
 
 Scripts run atomically and reach the appendonly file as one unit, so a detection is stored
 completely or not at all, and two concurrent redeliveries of one event cannot both be queued.
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
+import orjson
 from redis import Redis
 from redis.client import Pipeline
 
@@ -64,12 +67,41 @@ if #existing > 0 then return existing end
 local commands = tonumber(ARGV[pos])
 pos = pos + 1
 for _ = 1, commands do
-  local argc = tonumber(ARGV[pos])
-  redis.call(unpack(ARGV, pos + 1, pos + argc))
-  pos = pos + argc + 1
+  local head = ARGV[pos]
+  if string.byte(head, 1) == 91 then  -- '[': the command's arguments as one JSON array of text
+    redis.call(unpack(cjson.decode(head)))
+    pos = pos + 1
+  else  -- the argument count, then the arguments as they are
+    local argc = tonumber(head)
+    redis.call(unpack(ARGV, pos + 1, pos + argc))
+    pos = pos + argc + 1
+  end
 end
 return existing
 """
+
+
+def json_command(command: Sequence[Any]) -> bytes | None:
+    """A recorded command as one JSON array of its arguments' text, as redis-py would send them
+    (``repr`` of numbers), for the script to decode with Redis's ``cjson``; None when an argument
+    is anything else (bytes, such as a job's compressed data, go as arguments of their own).
+
+    One argument per command instead of one per field: a list of 100 detections sends about 400
+    arguments instead of 3,700, and packing each argument of the EVALSHA was the larger cost
+    (780 us against 160 us for 100 records, ``orjson`` included)."""
+    texts: list[str] = []
+    for arg in command:
+        kind = type(arg)
+        if kind is str:
+            texts.append(arg)
+        elif kind is int or kind is float:
+            texts.append(repr(arg))
+        else:
+            return None
+    try:
+        return orjson.dumps(texts)
+    except orjson.JSONEncodeError:  # a lone surrogate: redis-py's encoder raises its own error
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +157,12 @@ class AtomicWriter:
             ]
         args.append(len(recorded.command_stack))
         for command_args, _options in recorded.command_stack:
-            args.append(len(command_args))
-            args.extend(command_args)  # redis-py encodes them once, when it packs the EVALSHA
+            packed = json_command(command_args)
+            if packed is not None:
+                args.append(packed)
+            else:
+                args.append(len(command_args))
+                args.extend(command_args)  # packed as redis-py packs them, with the EVALSHA
         recorded.reset()
         existing = self._script(keys, args)
         if existing and int(existing[0]) < 0:
