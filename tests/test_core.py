@@ -7,6 +7,7 @@ import json
 import math
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,17 @@ from detection_api.core import (
     BATCH_MIN,
     CoreConfig,
     geolocation_as_dict,
+    geolocations_as_dicts,
     process_detection,
     process_detections,
 )
 from detection_api.cot import DEFAULT_TYPE_MAP, DETAIL_ELEMENT
-from detection_api.geo.types import ConfidenceFlag, GeolocationError, NoGroundIntersection
+from detection_api.geo.types import (
+    ConfidenceFlag,
+    GeolocationError,
+    NoGroundIntersection,
+    Terrain,
+)
 from detection_api.model import Detection, parse_detection
 from detection_api.settings import Settings
 
@@ -260,6 +267,27 @@ def test_geolocation_as_dict_is_json_ready() -> None:
     assert data["ce90_m"] == pytest.approx(geo.ce90_m, abs=1e-3)
     assert data["flag"] == geo.flag.value
     assert data["covariance_en_m2"][0] == pytest.approx(geo.covariance_en_m2[0], rel=1e-5)
+
+
+@pytest.mark.parametrize("count", [1, BATCH_MIN - 1, BATCH_MIN, 3 * BATCH_MIN])
+def test_geolocations_as_dicts_equal_one_by_one(count: int) -> None:
+    """Below ``BATCH_MIN`` one by one, from it on rounded over arrays: the same dicts, to the
+    bit, terrain fields included."""
+    geos = []
+    for i in range(count):
+        det = detection(
+            pitch=-30.0 - i * 0.37, heading=(i * 47.3) % 360, location_elevation=50.0 + i
+        )
+        geo = run(det).geolocation
+        if i % 3 == 1:
+            geo = replace(geo, dem="dem.tif", terrain=Terrain.DEM)
+        elif i % 3 == 2:
+            geo = replace(geo, terrain_note="outside_dem")
+        geos.append(geo)
+    batch = geolocations_as_dicts(geos)
+    one_by_one = [geolocation_as_dict(geo) for geo in geos]
+    assert json.dumps(batch) == json.dumps(one_by_one)  # repr of each double, key order too
+    assert len({d["lat"] for d in batch}) == count
 
 
 def test_geolocation_as_dict_keeps_tiny_variances() -> None:

@@ -17,6 +17,7 @@ LAYERS = {
     "cot": 0,
     "model": 0,
     "core": 0,
+    "decimal_arrays": 0,
     "store": 1,
     "tak": 2,
     "alerts": 2,

@@ -32,7 +32,7 @@ from detection_api.alerts.notify import (
 from detection_api.app import problems
 from detection_api.app.problems import Problem
 from detection_api.app.submissions import Outcome, Submission, check_repeats, stored_outcomes
-from detection_api.core import CoreConfig, geolocation_as_dict, process_detections
+from detection_api.core import CoreConfig, geolocations_as_dicts, process_detections
 from detection_api.geo.types import GeolocationError
 from detection_api.model import Detection, parse_detection
 from detection_api.settings import Settings
@@ -253,13 +253,19 @@ class Ingestor:
             producers=[sub.producer for sub in submissions],
             now=now,
         )
+        # JSON-ready geolocations of the located ones, in order (rounded together in a list)
+        located = iter(
+            geolocations_as_dicts(
+                [r.geolocation for r in results if not isinstance(r, GeolocationError)]
+            )
+        )
         for i, (det, sub, result) in enumerate(zip(detections, submissions, results, strict=True)):
             detection_id = detection_ids[i]
             if isinstance(result, GeolocationError):
                 path = problems.field_path(("sensor_metadata",), (i,) if batch else ())
                 errors.append({"path": path, "message": str(result), "reason": result.reason.value})
                 continue
-            geolocation = geolocation_as_dict(result.geolocation)
+            geolocation = next(located)
             filter_reason = self._filter_reason(det, geolocation)
             state = DeliveryState.FILTERED if filter_reason else DeliveryState.QUEUED
             outcome = Outcome(
