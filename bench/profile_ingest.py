@@ -20,6 +20,7 @@ from pathlib import Path
 import jwt
 
 from bench.processes import JWT_SECRET, REPO, Processes
+from detection_api.app.collector import settle_collector
 from detection_api.app.http_app import create_app
 from detection_api.logs import configure_logging
 from detection_api.settings import load_settings
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         configure_logging(settings.log_level)
         client = create_app(settings).test_client()
+        settle_collector()  # as functions/main.py does once the app is built
 
         def one() -> None:
             response = client.post(

@@ -20,6 +20,7 @@ itself (/robots.txt, /favicon.ico) are ours too: problem+json like every other a
 import functions_framework
 from flask import Request, Response, current_app, has_app_context
 
+from detection_api.app.collector import settle_collector
 from detection_api.app.http_app import get_app
 from detection_api.settings import ConfigError
 
@@ -27,6 +28,7 @@ try:
     _APP = get_app()
 except ConfigError as _error:
     raise SystemExit(f"detection-api: {_error}") from None
+settle_collector()  # start-up's objects out of the collector's way (app/collector.py)
 
 
 @functions_framework.http
