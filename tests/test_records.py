@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import pytest
 from redis import Redis
 
 from detection_api.store.atomic import AtomicWriter
-from detection_api.store.record_fields import encode_fields
+from detection_api.store.record_fields import (
+    GEO_KEYS,
+    decode_geolocation,
+    encode_fields,
+    encode_geolocation,
+)
 from detection_api.store.records import (
     IDEMPOTENCY_PREFIX,
     MARK_CHUNK,
@@ -235,3 +244,29 @@ def test_long_values_split_into_pieces_at_the_listpack_limit() -> None:
     assert pieces("é" * 16) == ["f"]
     assert pieces("é" * 17) == ["f", "f~1"]
     assert pieces("😀" * 33) == ["f", "f~1", "f~2"]
+
+
+@pytest.mark.parametrize(
+    "geolocation",
+    [
+        {"lat": 1.5, "lon": -2.25, "hae_m": 3.0, "flag": "GREEN"},  # keys out of GEO_KEYS order
+        dict(zip(GEO_KEYS[:12], range(12), strict=True)),  # core's dict, flat ground
+        dict(zip(GEO_KEYS, range(14), strict=True)),  # on a DEM, with a note
+        {**dict(zip(GEO_KEYS[:12], range(12), strict=True)), "terrain_note": "outside_dem"},
+        {**dict(zip(GEO_KEYS[:12], range(12), strict=True)), "dem": None},
+        {**dict(zip(GEO_KEYS[:12], range(12), strict=True)), "future_key": [1, "é"]},
+    ],
+)
+def test_geolocations_are_stored_positionally_and_read_back_whole(
+    geolocation: dict[str, Any],
+) -> None:
+    """Core's own dicts (GEO_KEYS in order) take the short way; any other shape the general one:
+    both store GEO_KEYS positions, trailing absences dropped, other keys in a dict at the end."""
+    positional = [geolocation.get(k) for k in GEO_KEYS]
+    while positional and positional[-1] is None:
+        positional.pop()
+    extra = {k: v for k, v in geolocation.items() if k not in GEO_KEYS}
+    expected = positional + ([extra] if extra else [])
+    text = encode_geolocation(geolocation)
+    assert json.loads(text) == expected
+    assert decode_geolocation(text) == {k: v for k, v in geolocation.items() if v is not None}

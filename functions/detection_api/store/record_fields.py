@@ -71,12 +71,17 @@ def ms(seconds: float) -> int:
 
 
 def encode_geolocation(geolocation: dict[str, Any]) -> str:
-    values: list[Any] = [geolocation.get(k) for k in GEO_KEYS]
-    while values and values[-1] is None:
-        values.pop()
-    extra = {k: v for k, v in geolocation.items() if k not in _GEO_KEY_SET}
-    if extra:
-        values.append(extra)
+    keys = tuple(geolocation)
+    if keys == GEO_KEYS[: len(keys)] and None not in geolocation.values():
+        # core's own dict (the common case): its keys in GEO_KEYS order, none missing in between
+        values: list[Any] = list(geolocation.values())
+    else:
+        values = [geolocation.get(k) for k in GEO_KEYS]
+        while values and values[-1] is None:
+            values.pop()
+        extra = {k: v for k, v in geolocation.items() if k not in _GEO_KEY_SET}
+        if extra:
+            values.append(extra)
     # orjson writes what json.dumps with compact separators writes, but non-ASCII as UTF-8
     # rather than \u escapes (either reads back the same), at a fifteenth of the cost
     return orjson.dumps(values).decode()
@@ -100,10 +105,10 @@ _PIECE = "~"
 
 def _pieces(short: str, value: str) -> dict[str, str]:
     step = LISTPACK_VALUE_MAX if value.isascii() else _ONE_PIECE_ANY
-    if len(value) <= step:
-        return {short: value}
-    parts = [value[i : i + step] for i in range(0, len(value), step)]
-    return {short if n == 0 else f"{short}{_PIECE}{n}": part for n, part in enumerate(parts)}
+    pieces = {short: value[:step]}
+    for n, start in enumerate(range(step, len(value), step), start=1):
+        pieces[f"{short}{_PIECE}{n}"] = value[start : start + step]
+    return pieces
 
 
 def new_record(

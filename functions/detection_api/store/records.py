@@ -34,6 +34,7 @@ import hashlib
 import os
 import time
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 from redis import Redis
@@ -50,7 +51,7 @@ from detection_api.store.record_fields import (
     ms,
     new_record,
 )
-from detection_api.store.tak_jobs import cot_of
+from detection_api.store.tak_jobs import cots_of
 
 __all__ = [
     "FIELDS",
@@ -121,11 +122,13 @@ class RecordStore:
         """Record commands that create the record (and its idempotency marker, a key from
         ``idempotency_key``) in the caller's pipeline. ``fields`` are API names (``FIELDS``)."""
         mapping = encode_fields(fields, record_id=record_id, created_at=now or time.time())
+        # Recorded as plain commands: redis-py's ``set`` checks its experimental options on every
+        # call (7 us, a twentieth of a detection's ingest), ``hset`` and ``expire`` their own.
         if idempotency is not None:
-            pipe.set(idempotency, record_id, ex=self.retention_seconds)
+            pipe.execute_command("SET", idempotency, record_id, "EX", self.retention_seconds)
         key = record_key(record_id)
-        pipe.hset(key, mapping=mapping)
-        pipe.expire(key, self.retention_seconds)
+        pipe.execute_command("HSET", key, *chain.from_iterable(mapping.items()))
+        pipe.execute_command("EXPIRE", key, self.retention_seconds)
 
     def get_raw(self, record_id: str) -> dict[Any, Any]:
         return self.redis.hgetall(record_key(record_id))  # type: ignore[return-value]
@@ -137,12 +140,23 @@ class RecordStore:
     def decode_with_cot(self, record_id: str, raw: dict[Any, Any]) -> dict[str, Any]:
         """The API view, with the CoT read from the delivery job while the record has none
         (queued or in delivery; a confirmed record's job is gone, and so is its CoT)."""
-        record = decode(record_id, raw)
-        if "cot" not in record and not is_legacy(raw):
-            cot = cot_of(self.redis, job_id_of(record_id, raw), record_id)
-            if cot is not None:
-                record["cot"] = cot
-        return record
+        return self.decode_many_with_cot([(record_id, raw)])[0]
+
+    def decode_many_with_cot(
+        self, stored: Sequence[tuple[str, dict[Any, Any]]]
+    ) -> list[dict[str, Any]]:
+        """``decode_with_cot`` of each (record id, hash), the jobs read once each, together."""
+        records = [decode(record_id, raw) for record_id, raw in stored]
+        job_of = {
+            record_id: job_id_of(record_id, raw)
+            for (record_id, raw), record in zip(stored, records, strict=True)
+            if "cot" not in record and not is_legacy(raw)
+        }
+        cots = cots_of(self.redis, job_of)
+        for (record_id, _raw), record in zip(stored, records, strict=True):
+            if record_id in cots:
+                record["cot"] = cots[record_id]
+        return records
 
     def mark_sent(self, pipe: Pipeline | Redis, record_ids: Sequence[str], now: float) -> None:
         """Hot path, compact records only: state ``sent`` (one HSET per record)."""
