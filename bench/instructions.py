@@ -76,14 +76,15 @@ def _environ(body: bytes, token: str) -> dict[str, Any]:
 def _bodies(list_size: int, ids: bool) -> Iterator[bytes]:
     """Request bodies: the same one each time, or with ``ids`` new detection ids in each (one
     ``bytes.replace`` per request, a few microseconds against the request's millions of
-    instructions)."""
+    instructions). The ids name the process: the small and the large run share one Redis, and
+    ids repeated from the other run would be answered as redeliveries."""
     items = [
         dict(EXAMPLE, detection_id=f"{ID_MARKER}-{i}") if ids else EXAMPLE
         for i in range(max(1, list_size))
     ]
     body = json.dumps(items if list_size else items[0]).encode()
     for n in itertools.count():
-        yield body.replace(ID_MARKER.encode(), b"r%d" % n) if ids else body
+        yield body.replace(ID_MARKER.encode(), b"p%d-r%d" % (os.getpid(), n)) if ids else body
 
 
 def serve(requests: int, list_size: int, ids: bool = False) -> None:

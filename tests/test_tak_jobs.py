@@ -17,6 +17,7 @@ from detection_api.store.tak_jobs import (
     PayloadRejected,
     check_cot_events,
     cot_of,
+    cots_of,
     enqueue_deliveries,
     job_ids_for,
     job_kwargs,
@@ -112,6 +113,20 @@ def test_jobs_are_read_back_from_redis_and_their_cot_found_by_record(redis: Redi
     assert cot_of(redis, "r0", "r2") == event("u2")
     assert cot_of(redis, "r0", "r9") is None
     assert cot_of(redis, "gone", "r2") is None
+
+
+def test_cots_of_reads_each_job_once_in_one_round_trip(redis: Redis) -> None:
+    """The CoT of many records (a redelivered list): one HGET per job, not one per record."""
+    writer = AtomicWriter(redis)
+    recorder = writer.recorder()
+    deliveries = [Delivery(f"r{i}", event(f"u{i}"), 1.0) for i in range(5)]
+    enqueue_deliveries(tak_queue(redis), recorder, deliveries, per_job=3)  # jobs r0 and r3
+    assert writer.write_if_absent([], recorder) == []
+    redis.config_resetstat()
+    wanted = {"r0": "r0", "r2": "r0", "r4": "r3", "r9": "r3", "r5": "gone"}
+    assert cots_of(redis, wanted) == {"r0": event("u0"), "r2": event("u2"), "r4": event("u4")}
+    assert redis.info("commandstats")["cmdstat_hget"]["calls"] == 3  # r0, r3 and gone
+    assert cots_of(redis, {}) == {}
 
 
 def test_a_batch_reads_deliveries_and_names_what_can_never_be_delivered(redis: Redis) -> None:

@@ -160,6 +160,25 @@ def test_redelivered_event_gets_the_same_answer_and_is_queued_once(function_url,
     assert redis_server.client().llen(TAK_QUEUE) == 2
 
 
+def test_a_redelivered_list_gets_the_same_answers_reading_its_job_once(function_url, redis_server):
+    """A producer resending a whole list (its first answer lost): every detection answered from
+    its record, CoT included, and the one job that holds their CoT read once, not once each."""
+    items = [detection(detection_id=f"list-{i}", camera_id="cam-a") for i in range(40)]
+    first = post_json(function_url, "/api/v1/detections", items, Accept="application/json")
+    assert first.status == 201, first.body
+    redis = redis_server.client()
+    redis.config_resetstat()
+    again = post_json(function_url, "/api/v1/detections", items, Accept="application/json")
+    assert again.status == 201, again.body
+    assert [a["id"] for a in again.json] == [f["id"] for f in first.json]
+    assert all(a["duplicate"] is True for a in again.json)
+    assert [a["geolocation"] for a in again.json] == [f["geolocation"] for f in first.json]
+    assert redis.info("commandstats")["cmdstat_hget"]["calls"] == 1
+    assert queued_record_ids(redis_server) == [[f["id"] for f in first.json]]
+    xml = post_json(function_url, "/api/v1/detections", items[:3], Accept="application/xml")
+    assert xml.status == 201 and xml.body.count(b"<event ") == 3  # the CoT, from the job
+
+
 def test_replies_off_answers_202(function_factory):
     url = function_factory(REPLY_EVENTS="false")
     reply = post_event(url, event(detection(), event_id="quiet"))

@@ -101,12 +101,20 @@ def stored_outcomes(
         for record_id in record_ids:
             pipe.hgetall(record_key(record_id.decode() if record_id else "-"))
         stored = pipe.execute()
+    # The records still kept, decoded together: a redelivered list's records share one job,
+    # which holds their CoT and is read once for all of them.
+    kept = [
+        (record_id.decode(), raw)
+        for record_id, raw in zip(record_ids, stored, strict=True)
+        if record_id and raw
+    ]
+    decoded = iter(records.decode_many_with_cot(kept))
     out: list[Outcome | None] = []
     for record_id, raw in zip(record_ids, stored, strict=True):
         if not record_id:
             out.append(None)
         elif raw:
-            out.append(outcome_from_record(records, record_id.decode(), raw))
+            out.append(outcome_from_record(next(decoded)))
         else:
             out.append(confirmed_outcome(record_id.decode()))
     return out
@@ -127,8 +135,8 @@ def confirmed_outcome(record_id: str) -> Outcome:
     )
 
 
-def outcome_from_record(records: RecordStore, record_id: str, raw: dict[Any, Any]) -> Outcome:
-    record = records.decode_with_cot(record_id, raw)
+def outcome_from_record(record: dict[str, Any]) -> Outcome:
+    """The answer to a redelivery, from the record's API view (``decode_with_cot``)."""
     return Outcome(
         record_id=record["id"],
         detection_id=record.get("detection_id", record["id"]),
