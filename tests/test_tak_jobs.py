@@ -129,6 +129,21 @@ def test_cots_of_reads_each_job_once_in_one_round_trip(redis: Redis) -> None:
     assert cots_of(redis, {}) == {}
 
 
+def test_cots_of_skips_what_a_malformed_job_holds(redis: Redis) -> None:
+    """A job edited by hand or written by a future version: ids that are not text (a list
+    cannot even be looked up), CoT that is not text, items that are not objects."""
+    items = [
+        {"record_id": ["r1"], "cot": "<event/>"},
+        {"record_id": {"id": "r1"}, "cot": "<event/>"},
+        {"record_id": "r1", "cot": 7},
+        "not an object",
+        {"record_id": "r1", "cot": event("u1")},
+    ]
+    call = [DELIVER_FUNC, None, [], {"v": 3, "accepted_at": 1.0, "deliveries": items}]
+    redis.hset("rq:job:j1", "data", zlib.compress(JSONSerializer.dumps(call)))
+    assert cots_of(redis, {"r1": "j1", "r2": "j1"}) == {"r1": event("u1")}
+
+
 def test_a_batch_reads_deliveries_and_names_what_can_never_be_delivered(redis: Redis) -> None:
     writer = AtomicWriter(redis)
     recorder = writer.recorder()

@@ -403,8 +403,8 @@ def cots_of(redis: Redis, job_of: Mapping[str, str]) -> dict[str, str]:
             if not isinstance(item, dict):
                 continue
             record_id, cot = item.get("record_id"), item.get("cot")
-            if record_id in records and isinstance(cot, str):
-                cots.setdefault(record_id, cot)  # the first, as the scan for one record found
+            if isinstance(record_id, str) and record_id in records and isinstance(cot, str):
+                cots.setdefault(record_id, cot)  # (a malformed job may name a record twice)
     return cots
 
 
