@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from operator import attrgetter
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -332,23 +333,17 @@ def geolocations_as_dicts(geos: Sequence[Geolocation]) -> list[dict[str, Any]]:
 
     degrees = round_many(np.array([(g.lat_deg, g.lon_deg) for g in geos]), 9)
     metres = round_many(np.array([_metres(g) for g in geos]), 3)
-    width = len(_metres(geos[0]))
+    width = len(_METRE_FIELDS)
     return [
         _geolocation_dict(geo, degrees[2 * i : 2 * i + 2], metres[width * i : width * (i + 1)])
         for i, geo in enumerate(geos)
     ]
 
 
-def _metres(geo: Geolocation) -> tuple[float, ...]:
-    return (
-        geo.hae_m,
-        geo.slant_range_m,
-        geo.ground_distance_m,
-        geo.ce90_m,
-        geo.le90_m,
-        geo.ce_m,
-        geo.le_m,
-    )
+_METRE_FIELDS = (
+    "hae_m", "slant_range_m", "ground_distance_m", "ce90_m", "le90_m", "ce_m", "le_m",
+)  # fmt: skip
+_metres = attrgetter(*_METRE_FIELDS)  # a geolocation's lengths, in this order, as a tuple
 
 
 def _geolocation_dict(

@@ -386,40 +386,35 @@ def cots_of(redis: Redis, job_of: Mapping[str, str]) -> dict[str, str]:
         wanted.setdefault(job_id, set()).add(record_id)
     if not wanted:
         return {}
-    with redis.pipeline(transaction=False) as pipe:
-        for job_id in wanted:
-            pipe.hget(Job.key_for(job_id), "data")
-        datas = pipe.execute()
     cots: dict[str, str] = {}
-    for records, raw in zip(wanted.values(), datas, strict=True):
-        call = None if raw is None else _decode_call(raw)
+    for records, call in zip(wanted.values(), read_job_calls(redis, list(wanted)), strict=True):
         if not isinstance(call, JobCall):
             continue
-        kwargs = call.kwargs
-        items = kwargs.get("deliveries")
-        if not isinstance(items, list):
-            items = [kwargs]
-        for item in items:
-            if not isinstance(item, dict):
-                continue
+        for item in _delivery_items(call.kwargs):
             record_id, cot = item.get("record_id"), item.get("cot")
             if isinstance(record_id, str) and record_id in records and isinstance(cot, str):
                 cots.setdefault(record_id, cot)  # (a malformed job may name a record twice)
     return cots
 
 
-def record_ids_of_kwargs(kwargs: Any) -> list[str]:
-    """The records a job carries, read leniently (it may be the malformed job being rejected)."""
+def _delivery_items(kwargs: Any) -> list[dict[str, Any]]:
+    """A job's deliveries, read leniently: the objects of its ``deliveries`` list (payload v3),
+    or the call's own arguments (one delivery, earlier payloads)."""
     if not isinstance(kwargs, dict):
         return []
     items = kwargs.get("deliveries")
     if isinstance(items, list):
-        return [
-            i["record_id"]
-            for i in items
-            if isinstance(i, dict) and isinstance(i.get("record_id"), str)
-        ]
-    return [kwargs["record_id"]] if isinstance(kwargs.get("record_id"), str) else []
+        return [item for item in items if isinstance(item, dict)]
+    return [kwargs]
+
+
+def record_ids_of_kwargs(kwargs: Any) -> list[str]:
+    """The records a job carries, read leniently (it may be the malformed job being rejected)."""
+    return [
+        item["record_id"]
+        for item in _delivery_items(kwargs)
+        if isinstance(item.get("record_id"), str)
+    ]
 
 
 def record_ids_of_job(job: Job) -> list[str]:
