@@ -26,6 +26,19 @@ def test_one_global_entry_per_request_and_no_per_record_writes(redis: Redis) -> 
     assert not redis.exists(trail_key("a"))
 
 
+def test_the_stream_is_capped_near_its_max_len(redis: Redis) -> None:
+    audit = AuditLog(redis, max_len=10, retention_seconds=RETENTION)
+    with redis.pipeline(transaction=False) as pipe:
+        for i in range(600):
+            audit.append_accepted(pipe, [f"r{i}"], now=float(i))
+            audit.append(pipe, AuditEvent.REJECTED, reason="bad", now=float(i))
+        pipe.execute()
+    # "~": Redis trims whole stream nodes (100 entries each by default), never below the cap
+    assert 10 <= redis.xlen(AUDIT_STREAM) <= 10 + 100
+    [(_, last)] = redis.xrevrange(AUDIT_STREAM, count=1)
+    assert last[b"event"] == b"rejected"
+
+
 def test_the_ordinary_life_is_derived_from_the_record(redis: Redis) -> None:
     audit = AuditLog(redis, max_len=1000, retention_seconds=RETENTION)
     _write(redis, "r1", {"state": "queued", "detection_id": "d-1", "event_id": "e-1"}, 100.0)

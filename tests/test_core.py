@@ -7,7 +7,6 @@ import json
 import math
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -280,9 +279,9 @@ def test_geolocations_as_dicts_equal_one_by_one(count: int) -> None:
         )
         geo = run(det).geolocation
         if i % 3 == 1:
-            geo = replace(geo, dem="dem.tif", terrain=Terrain.DEM)
+            geo = geo._replace(dem="dem.tif", terrain=Terrain.DEM)
         elif i % 3 == 2:
-            geo = replace(geo, terrain_note="outside_dem")
+            geo = geo._replace(terrain_note="outside_dem")
         geos.append(geo)
     batch = geolocations_as_dicts(geos)
     one_by_one = [geolocation_as_dict(geo) for geo in geos]

@@ -10,7 +10,6 @@ therefore parse to the same tree.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -169,7 +168,7 @@ def test_hostile_text_in_every_field_gives_the_elementtree_bytes(text: str) -> N
         source=text or None,
         image_sha256=text or None,
     )
-    hostile_geo = replace(geolocation(), dem=text or None, terrain_note=text or None)
+    hostile_geo = geolocation()._replace(dem=text or None, terrain_note=text or None)
     new, old = _both(uid=f"u{text}", facts=hostile_facts, geolocation=hostile_geo)
     assert new == old
     assert _tree(new) == _tree(old)
@@ -188,11 +187,11 @@ def test_hostile_text_in_every_field_gives_the_elementtree_bytes(text: str) -> N
             )
         },
         {
-            "geolocation": replace(
-                geolocation(), terrain=Terrain.DEM, dem="srtm_n51w002.tif", terrain_note=None
+            "geolocation": geolocation()._replace(
+                terrain=Terrain.DEM, dem="srtm_n51w002.tif", terrain_note=None
             )
         },
-        {"geolocation": replace(geolocation(), terrain_note="outside_dem")},
+        {"geolocation": geolocation()._replace(terrain_note="outside_dem")},
         {"generated_at": datetime(2030, 1, 1, tzinfo=UTC), "stale_seconds": 0},
         {"captured_at": datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=timezone(timedelta(hours=-5)))},
         {"cot_type": "a-u-G-E-V-U-B"},
@@ -224,8 +223,8 @@ def test_any_text_and_numbers_give_the_elementtree_bytes(
         track_id=optional_text,
         source=text,
     )
-    geo = replace(
-        geolocation(lat_deg=lat, ce90_m=ce90, ce_m=ce90 / 2.146), terrain_note=optional_text
+    geo = geolocation(lat_deg=lat, ce90_m=ce90, ce_m=ce90 / 2.146)._replace(
+        terrain_note=optional_text
     )
     new = build_detection_event(
         uid=f"u{text}",

@@ -46,6 +46,28 @@ def test_arrival_then_the_rest_under_every_rule(
     ] == [(7, 1)]
 
 
+def test_each_producer_is_charged_on_its_own_windows_the_keys_built_once(
+    redis_server: RedisServer,
+) -> None:
+    limits = limits_for(redis_server, "100/second;1000/hour")
+    app = Flask("t")
+    keys: dict[str, list[tuple[str, str]]] = {}
+    for subject in ("producer-a", "producer-b", "producer-a"):
+        with app.test_request_context("/api/v1/detections", method="POST"):
+            g.principal = Principal(subject, frozenset({"detections:write"}), "jwt")
+            charges = limits.window_charges(3)
+        got = [(c.previous_key, c.current_key) for c in charges]
+        assert keys.setdefault(subject, got) == got  # the same keys again for the same producer
+        rule_keys = [
+            limits.storage._current_window_key(r.key_for(f"sub:{subject}")) for r in limits.rules
+        ]
+        assert [c.current_key for c in charges] == [
+            limits.storage.prefixed_key(k) for k in rule_keys * 2
+        ]
+    assert keys["producer-a"] != keys["producer-b"]
+    assert limits._windows.cache_info().misses == 2  # built once per producer
+
+
 def test_a_charge_in_the_write_and_a_hit_elsewhere_share_one_budget(
     redis_server: RedisServer, as_producer: None
 ) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import zlib
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from redis import Redis
 from rq.serializers import JSONSerializer
+from rq.utils import utcformat, utcparse
 
 from detection_api.store.atomic import AtomicWriter
 from detection_api.store.tak_jobs import (
@@ -25,6 +27,7 @@ from detection_api.store.tak_jobs import (
     parse_payload,
     read_batch,
     read_job_calls,
+    rq_timestamp,
     tak_queue,
 )
 
@@ -197,6 +200,19 @@ def test_jobs_written_directly_are_the_jobs_rq_enqueue_call_writes(redis: Redis)
     assert job.func_name == DELIVER_FUNC and job.timeout == 60 and job.result_ttl == 0
     assert job.kwargs == job_kwargs(deliveries[2:])
     assert job.enqueued_at is not None and job.created_at is not None
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 12, 4, 18, 0, 0, tzinfo=UTC),  # no microseconds: still six digits
+        datetime(2026, 12, 4, 18, 0, 0, 1, tzinfo=UTC),
+        datetime(1999, 1, 2, 3, 4, 5, 999999, tzinfo=timezone(timedelta(hours=-5))),
+    ],
+)
+def test_job_stamps_are_rqs_own_text(moment: datetime) -> None:
+    assert rq_timestamp(moment) == utcformat(moment.astimezone(UTC))
+    assert utcparse(rq_timestamp(moment)) == moment
 
 
 @pytest.mark.parametrize("count", [1, 12, 100])

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from detection_api.cot import (
     DEFAULT_TYPE_MAP,
@@ -82,8 +82,9 @@ class CoreConfig:
         )
 
 
-@dataclass(frozen=True)
-class ProcessedDetection:
+class ProcessedDetection(NamedTuple):
+    """A located detection's CoT event and identifiers (a named tuple: one per detection)."""
+
     record_id: str
     detection_id: str
     uid: str
@@ -308,9 +309,9 @@ def geolocate(det: Detection, config: CoreConfig) -> Geolocation:
         else:
             note = "outside_dem"  # no DEM height under a ground-referenced camera
             camera_hae = meta.ground_elevation + meta.location_elevation
-    flat_pose = replace(pose, height_above_ground_m=camera_hae - pose.ground_hae_m)
+    flat_pose = pose._replace(height_above_ground_m=camera_hae - pose.ground_hae_m)
     flat = locate(flat_pose, intrinsics, pixel_x, pixel_y, sigmas, **limits)
-    return replace(flat, terrain=Terrain.FLAT, terrain_note=note)
+    return flat._replace(terrain=Terrain.FLAT, terrain_note=note)
 
 
 def geolocation_as_dict(geo: Geolocation) -> dict[str, Any]:

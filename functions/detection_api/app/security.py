@@ -15,6 +15,7 @@ producers that share an address (behind Knative's queue-proxy, every client does
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -165,6 +166,8 @@ def _rate_limit_key() -> str:
     return f"ip:{request.remote_addr or 'unknown'}"
 
 
+_WINDOW_KEYS_CACHED = 4096  # producers (token subjects or client IPs) whose window keys are kept
+
 # The ingest routes' views: they take their charge with the write (store/atomic.py), not here.
 INGEST_ENDPOINTS = frozenset({"cloudevents.receive_events", "detections.create_detections"})
 
@@ -185,6 +188,9 @@ class RateLimits:
         self.storage = _storage(settings)
         self.limiter = SlidingWindowCounterRateLimiter(self.storage)
         self.rules = parse_many(settings.rate_limit)
+        # A key's window keys never change (the windows' times are in Redis, not in the keys):
+        # built once per producer, not on every request (a twentieth of a single request's hooks).
+        self._windows = functools.lru_cache(maxsize=_WINDOW_KEYS_CACHED)(self._windows_of)
 
     def charge(self, cost: int) -> None:
         """Take ``cost`` now (its own round trip); raises the 429 ``Problem`` past a limit."""
@@ -202,7 +208,16 @@ class RateLimits:
         ``SlidingWindowCounterRateLimiter.hit`` uses: its arrival (1) under every rule, then the
         rest (``cost - 1``) under every rule, the order in which separate hits took them, so a
         refused request still pays for its arrival."""
-        key = _rate_limit_key()
+        windows = self._windows(_rate_limit_key())
+        amounts = [1, cost - 1] if cost > 1 else [1]
+        return [
+            WindowCharge(previous, current, limit, expiry, amount)
+            for amount in amounts
+            for previous, current, limit, expiry in windows
+        ]
+
+    def _windows_of(self, key: str) -> tuple[tuple[str, str, int, int], ...]:
+        """Each rule's (previous window key, current window key, limit, window seconds)."""
         windows = []
         for rule in self.rules:
             window = rule.key_for(key)
@@ -210,15 +225,11 @@ class RateLimits:
                 (
                     self.storage.prefixed_key(self.storage._previous_window_key(window)),
                     self.storage.prefixed_key(self.storage._current_window_key(window)),
-                    rule,
+                    rule.amount,
+                    rule.get_expiry(),
                 )
             )
-        amounts = [1, cost - 1] if cost > 1 else [1]
-        return [
-            WindowCharge(previous, current, rule.amount, rule.get_expiry(), amount)
-            for amount in amounts
-            for previous, current, rule in windows
-        ]
+        return tuple(windows)
 
     def refused(self, charge_index: int) -> Problem:
         """The 429 for the refused charge ``charge_index`` of ``window_charges``, with its rule's

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import time
 from enum import StrEnum
+from itertools import chain
 from typing import Any
 
 from redis import Redis
@@ -58,6 +59,12 @@ class AuditLog:
         entry.update({k: v[:500] for k, v in fields.items() if v})
         return entry
 
+    def _add(self, pipe: Pipeline | Redis, entry: dict[str, Any]) -> None:
+        """The entry on the global stream, capped near ``max_len``. As a plain command: redis-py's
+        ``xadd`` checks its eight options on every call (a detection's ingest writes one)."""
+        fields = chain.from_iterable(entry.items())
+        pipe.execute_command("XADD", AUDIT_STREAM, "MAXLEN", "~", self.max_len, "*", *fields)
+
     def _trail(
         self, pipe: Pipeline | Redis, record_id: str, entry: dict[str, Any], ttl: int
     ) -> None:
@@ -85,7 +92,7 @@ class AuditLog:
             event_id=event_id,
             reason=reason,
         )
-        pipe.xadd(AUDIT_STREAM, entry, maxlen=self.max_len, approximate=True)
+        self._add(pipe, entry)
         if record_id:
             self._trail(pipe, record_id, entry, self.retention_seconds)
 
@@ -105,7 +112,7 @@ class AuditLog:
         entry.update(count=len(record_ids), record_ids=",".join(record_ids))
         if filtered_ids:
             entry["filtered_ids"] = ",".join(filtered_ids)
-        pipe.xadd(AUDIT_STREAM, entry, maxlen=self.max_len, approximate=True)
+        self._add(pipe, entry)
 
     def append_batch(
         self,
@@ -129,7 +136,7 @@ class AuditLog:
         for record_id in record_ids if trail_ids is None else trail_ids:
             self._trail(pipe, record_id, entry, ttl_seconds or self.retention_seconds)
         batch_entry = {**entry, "count": len(record_ids), "record_ids": ",".join(record_ids)}
-        pipe.xadd(AUDIT_STREAM, batch_entry, maxlen=self.max_len, approximate=True)
+        self._add(pipe, batch_entry)
 
     def events_for(self, record_id: str) -> list[dict[str, Any]]:
         with self.redis.pipeline(transaction=False) as pipe:

@@ -17,7 +17,8 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from itertools import chain
+from typing import Any, NamedTuple
 from xml.parsers import expat  # nosec B407 # events start with their root element: no DTD, so no entities
 
 import orjson
@@ -45,11 +46,9 @@ PAYLOAD_VERSION = 3
 PREVIOUS_PAYLOAD_VERSION = 2
 SUPPORTED_PAYLOAD_VERSIONS = frozenset({1, PREVIOUS_PAYLOAD_VERSION, PAYLOAD_VERSION})
 MAX_DELIVERIES_PER_JOB = 100
-_RQ_TIMESTAMP = "%Y-%m-%dT%H:%M:%S.%fZ"  # rq.utils.utcformat
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(NamedTuple):  # one per queued detection: a named tuple, cheaper to build
     record_id: str
     cot_xml: str
     accepted_at: float  # epoch seconds when the function stored it (accept-to-confirm latency)
@@ -100,6 +99,12 @@ _JOB_FIELDS: dict[str, object] = {
 }  # no ttl and no failure_ttl: never expire queued; dead letters stay until requeued or purged
 
 
+def rq_timestamp(moment: datetime) -> str:
+    """A UTC time as rq writes its job stamps (``rq.utils.utcformat``: ``%Y-%m-%dT%H:%M:%S.%fZ``),
+    through ``isoformat``: a third of ``strftime``'s cost."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
 _ZLIB_LEVEL = 1
 
 
@@ -134,7 +139,7 @@ def enqueue_deliveries(
     size = max(1, min(per_job, MAX_DELIVERIES_PER_JOB))
     if not deliveries:
         return []
-    stamp = datetime.now(UTC).strftime(_RQ_TIMESTAMP)
+    stamp = rq_timestamp(datetime.now(UTC))
     job_ids = []
     pipe.sadd(queue.redis_queues_keys, queue.key)  # the set ``rq info`` lists queues from
     for start in range(0, len(deliveries), size):
@@ -148,7 +153,7 @@ def enqueue_deliveries(
             "description": f"deliver {len(chunk)} detection(s) to TAK",
             "enqueued_at": stamp,
         }
-        pipe.hset(Job.key_for(job_id), mapping=fields)  # type: ignore[arg-type]
+        pipe.execute_command("HSET", Job.key_for(job_id), *chain.from_iterable(fields.items()))
         job_ids.append(job_id)
     pipe.rpush(queue.key, *job_ids)
     return job_ids
