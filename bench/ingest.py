@@ -7,6 +7,8 @@ endpoint's requests/s, and REST lists of 100 at >= 12x the single REST requests/
 Our path is the product path: JWT verification, the Redis-backed rate limit (set high enough not
 to trigger), validation, geolocation, CoT, and the Redis transaction that stores record + job.
 Runs alternate (baseline, ours, baseline, ours...) and ratios are per adjacent pair, medians taken.
+A second baseline, the trivial endpoint plus one Redis PING (``round_trip_function.py``), shows
+how much of the single-request ratio the one round trip an accepted write needs takes by itself.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from cloudevents.http import CloudEvent
 
 from bench import Row
 from bench.loadgen import MARKER, LoadResult, RequestSpec, run_load
-from bench.processes import JWT_SECRET, REPO, Processes, rss_mib
+from bench.processes import JWT_SECRET, REPO, ROUND_TRIP_SOURCE, Processes, rss_mib
 from detection_api.local.ports import free_port
 
 EXAMPLE = json.loads((REPO / "examples" / "detection.json").read_text())
@@ -142,16 +144,23 @@ def run() -> list[Row]:
         }
         ours = procs.start_function("function", env)
         trivial = procs.start_function("trivial", {}, trivial=True)
+        round_trip = procs.start_function(
+            "round-trip", {"REDIS_URL": redis.url}, baseline=(ROUND_TRIP_SOURCE, "round_trip")
+        )
         our_pids = [procs.started[0].pid, redis.pid]
         trivial_pids = [procs.started[1].pid]
+        round_trip_pids = [procs.started[2].pid, redis.pid]
         trivial_spec = RequestSpec("POST", "/", specs["binary"].headers, specs["binary"].body)
 
         results: dict[str, list[LoadResult]] = {
-            n: [] for n in ("trivial", "binary", "rest", "batch", "rest_list")
+            n: [] for n in ("trivial", "round_trip", "binary", "rest", "batch", "rest_list")
         }
         load = {"concurrency": CONCURRENCY, "seconds": SECONDS}
         for _ in range(ROUNDS):
             results["trivial"].append(_measured(trivial_pids, trivial_spec, trivial, **load))
+            results["round_trip"].append(
+                _measured(round_trip_pids, trivial_spec, round_trip, **load)
+            )
             for name in ("binary", "rest"):
                 results[name].append(_measured(our_pids, specs[name], ours, **load))
             for name in ("batch", "rest_list"):
@@ -171,9 +180,9 @@ def run() -> list[Row]:
     def med(name: str, attr: str) -> float:
         return statistics.median(getattr(r, attr) for r in results[name])
 
-    def pair_ratio(name: str) -> float:
+    def pair_ratio(name: str, baseline: str = "trivial") -> float:
         return statistics.median(
-            o.rate / t.rate for o, t in zip(results[name], results["trivial"], strict=True)
+            o.rate / t.rate for o, t in zip(results[name], results[baseline], strict=True)
         )
 
     errors = sum(r.errors for rs in results.values() for r in rs)
@@ -220,6 +229,22 @@ def run() -> list[Row]:
             meets_target=rest_ratio >= SINGLE_TARGET,
         ),
         Row("REST v1 p99", med("rest", "p99_ms"), "ms", med("trivial", "p99_ms"), trivial_name),
+        Row(
+            "trivial endpoint + one Redis PING (the round trip alone), req/s",
+            med("round_trip", "rate"),
+            "req/s",
+            med("trivial", "rate"),
+            trivial_name,
+            pair_ratio("round_trip"),
+        ),
+        Row(
+            "REST v1 single detection next to the round trip alone, req/s",
+            med("rest", "rate"),
+            "req/s",
+            med("round_trip", "rate"),
+            "trivial endpoint + one Redis PING",
+            pair_ratio("rest", "round_trip"),
+        ),
         Row(
             "REST v1 single: server CPU per request (function + Redis)",
             med("rest", "cpu_us"),

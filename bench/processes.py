@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 FUNCTION_SOURCE = REPO / "functions" / "main.py"
 TRIVIAL_SOURCE = REPO / "bench" / "trivial_function.py"
+ROUND_TRIP_SOURCE = REPO / "bench" / "round_trip_function.py"
 # One gunicorn worker per function, as in a Knative pod; threads as functions-framework defaults.
 SERVER_ENV = {"WORKERS": "1", "THREADS": "8", "PYTHONUNBUFFERED": "1"}
 JWT_SECRET = secrets.token_urlsafe(32)  # per run; never stored
@@ -81,9 +82,14 @@ class Processes:
         return process
 
     @staticmethod
-    def function_argv(port: int, *, trivial: bool = False) -> list[str]:
-        source = TRIVIAL_SOURCE if trivial else FUNCTION_SOURCE
-        target = "trivial" if trivial else "detection_api"
+    def function_argv(
+        port: int, *, trivial: bool = False, baseline: tuple[Path, str] | None = None
+    ) -> list[str]:
+        """functions-framework serving the function, the trivial endpoint, or ``baseline``
+        (source file, target)."""
+        source, target = baseline or (
+            (TRIVIAL_SOURCE, "trivial") if trivial else (FUNCTION_SOURCE, "detection_api")
+        )
         return [
             str(BIN / "functions-framework"),
             "--source",
@@ -96,10 +102,19 @@ class Processes:
             str(port),
         ]
 
-    def start_function(self, name: str, env: dict[str, str], *, trivial: bool = False) -> int:
+    def start_function(
+        self,
+        name: str,
+        env: dict[str, str],
+        *,
+        trivial: bool = False,
+        baseline: tuple[Path, str] | None = None,
+    ) -> int:
         port = free_port()
-        ready = f"http://127.0.0.1:{port}/" if trivial else f"http://127.0.0.1:{port}/health"
-        self.start(name, self.function_argv(port, trivial=trivial), {**SERVER_ENV, **env}, ready)
+        plain = trivial or baseline is not None  # answers any path, /health included
+        ready = f"http://127.0.0.1:{port}/" if plain else f"http://127.0.0.1:{port}/health"
+        argv = self.function_argv(port, trivial=trivial, baseline=baseline)
+        self.start(name, argv, {**SERVER_ENV, **env}, ready)
         return port
 
     def start_function_unready(self, name: str, port: int, env: dict[str, str]) -> ManagedProcess:
