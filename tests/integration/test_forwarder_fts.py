@@ -114,7 +114,10 @@ def test_forwarder_sigkill_mid_run_loses_nothing(
 ) -> None:
     redis = redis_server.client()
     items = enqueue(redis, 600, prefix="fts-kill")
-    env = fts.client_env(tls=True)
+    # FreeTAKServer relays slowly on a loaded machine, and after the kill the second worker
+    # sends the 400 reclaimed events again in one go: give read-backs the time the other test
+    # gives them (the 5 s default failed a CI run with 1 event of 400 late, retrying forever)
+    env = {**fts.client_env(tls=True), "TAK_CONFIRM_TIMEOUT_SECONDS": "20"}
     first = start_worker(env, name="worker-1", TAK_CONFIRM="readback")
     fts_subscriber.wait_for_count(100, timeout=120)
     wait_until(lambda: leftover_claims(redis) > 0, 30, what="claims in flight", interval=0.001)
@@ -122,7 +125,7 @@ def test_forwarder_sigkill_mid_run_loses_nothing(
     assert states(redis, items)["confirmed"] < len(items)
     second = start_worker(env, name="worker-2", TAK_CONFIRM="readback")
     fts_subscriber.wait_for_uids([i.uid for i in items], timeout=180)
-    wait_all_confirmed(redis, items, 60)
+    wait_all_confirmed(redis, items, 120)
     assert leftover_claims(redis) == 0
     assert second.delivered("dead") == 0
     report(fts_subscriber.uid_counts(), items, "FreeTAKServer, forwarder SIGKILL")
