@@ -87,6 +87,15 @@ def test_json_command_takes_text_and_numbers_only() -> None:
     assert json_command(("HSET", "k", "data", b"\x00")) is None  # bytes: arguments of their own
     assert json_command(("SET", "k", True)) is None  # redis-py refuses bools: let it say so
     assert json_command(("SET", "k", "\ud800")) is None  # a lone surrogate: redis-py's error
+    assert json_command(["RPUSH", "q", "a", "b"]) == b'["RPUSH","q","a","b"]'  # all text
+    assert json_command(("EXPIRE", "k", 2**60)) == b'["EXPIRE","k","1152921504606846976"]'
+    assert json_command(("SET", "k", "v", "EX", 1.0)) == b'["SET","k","v","EX","1.0"]'
+
+    class Label(str):
+        pass
+
+    # a str subclass (an enum member, say) goes as an argument of its own, as redis-py encodes it
+    assert json_command(("SET", "k", Label("v"))) is None
 
 
 def test_recorder_accepts_rq_enqueues(redis: Redis) -> None:
