@@ -8,8 +8,7 @@ cost of a named tuple's). They are as immutable; change values with ``_replace``
 from __future__ import annotations
 
 from enum import StrEnum
-from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 
 class CameraPose(NamedTuple):
@@ -96,11 +95,6 @@ class Geolocation(NamedTuple):
     terrain_note: str | None = None
 
 
-def _fields_getter(cls: Any) -> Any:
-    """A function giving a value's fields in declaration order as a plain tuple (C speed)."""
-    return attrgetter(*cls._fields)
-
-
-pose_values = _fields_getter(CameraPose)
-intrinsics_values = _fields_getter(Intrinsics)
-sigma_values = _fields_getter(InputSigmas)
+# A value's fields in declaration order as a plain tuple: for named tuples, ``tuple`` itself (the
+# attrgetters these were, one attribute per field, only repeated what a named tuple already is).
+pose_values = intrinsics_values = sigma_values = tuple
