@@ -378,6 +378,42 @@ def test_auto_falls_back_to_none_and_still_sends(relay: Callable[..., RelayServe
     assert any(b'uid="sent-anyway"' in r for r in server.reads)
 
 
+def test_auto_never_drops_to_none_once_the_server_has_confirmed(
+    relay: Callable[..., RelayServer],
+) -> None:
+    """A server that read back once and stalls on a reconnect (FreeTAKServer under load) is an
+    outage until it reads back again: records of that stretch would otherwise end 'sent'."""
+    server = relay(pong=False, echo=True, first_event_is_identity=True)
+    conn = connection(server, ConfirmMode.AUTO, readback_probe_seconds=0.5)
+    conn.connect()
+    assert conn.mode is ConfirmMode.READBACK
+    server.relay = False
+    with pytest.raises(TakOutage) as info:
+        conn.connect()
+    assert info.value.kind is OutageKind.NO_READBACK
+    assert "confirmed by readback before" in info.value.message
+    assert not conn.connected
+    server.relay = True
+    conn.connect()
+    assert conn.mode is ConfirmMode.READBACK
+    seq = conn.send([event("after-the-stall")])
+    conn.wait_confirmed(seq, 5)
+    conn.close()
+
+
+def test_auto_that_never_confirmed_keeps_probing_on_every_connect(
+    relay: Callable[..., RelayServer],
+) -> None:
+    server = relay(pong=False, relay=False)
+    conn = connection(server, ConfirmMode.AUTO, readback_probe_seconds=0.5)
+    conn.connect()
+    assert conn.mode is ConfirmMode.NONE
+    server.relay = True
+    conn.connect()
+    assert conn.mode is ConfirmMode.READBACK
+    conn.close()
+
+
 def test_pongs_without_an_outstanding_ping_confirm_nothing(
     relay: Callable[..., RelayServer],
 ) -> None:

@@ -93,8 +93,13 @@ def test_every_detection_is_confirmed_by_read_back(
     worker = start_worker(fts.client_env(tls=tls), TAK_CONFIRM_TIMEOUT_SECONDS="20")
     items = enqueue(redis, 300, prefix=f"fts-{'tls' if tls else 'tcp'}")
     fts_subscriber.wait_for_uids([i.uid for i in items], timeout=120)
-    wait_all_confirmed(redis, items, 60)
-    assert attempts(redis, items) == {0: 300}
+    # FreeTAKServer on a loaded machine now and then relays a few events of a window late or
+    # never: read-back sees it, the batch costs an attempt and is sent again. The reconnect
+    # after it may find the server still stalled, which is an outage (never a switch to
+    # unconfirmed delivery, where these records would end 'sent'): give that time.
+    wait_all_confirmed(redis, items, 180)
+    tries = attempts(redis, items)
+    assert sum(tries.values()) == 300 and max(tries) <= 2, tries
     assert leftover_claims(redis) == 0
     assert worker.metric("detection_api_tak_confirm_mode{mode=readback}") == 1
     assert worker.metric("detection_api_tak_confirm_mode{mode=pong}") == 0
@@ -102,6 +107,7 @@ def test_every_detection_is_confirmed_by_read_back(
     # Counted after the records are written: wait for the counter, never read it once.
     wait_until(lambda: worker.delivered("confirmed") == 300, 10, what="the confirmed counter")
     assert "TAK confirmation mode: readback (TAK_CONFIRM=auto)" in worker.log()
+    assert "cannot confirm delivery" not in worker.log()
     assert "confirmation: readback" in queue_status(redis_server.url)
     report(fts_subscriber.uid_counts(), items, f"FreeTAKServer {'TLS' if tls else 'TCP'}")
 

@@ -121,6 +121,10 @@ class StreamTakConnection(ReadbackConfirmation):
         self._ping_uid = f"{presence.uid}-ping"
         self.requested_mode = ConfirmMode(confirm)
         self._mode = self.requested_mode
+        # auto: how this server has confirmed before (None until it has). A server that has
+        # confirmed does not lose the feature between connections: a probe that fails later is
+        # an outage, retried, not a silent switch to unconfirmed delivery.
+        self._confirmed_by: ConfirmMode | None = None
         self._connect_timeout = connect_timeout
         self._handshake_confirm_timeout = handshake_confirm_timeout
         self._write_timeout = write_timeout
@@ -229,6 +233,21 @@ class StreamTakConnection(ReadbackConfirmation):
         return exc
 
     def _settle_mode(self) -> ConfirmMode:
+        mode = self._probe_mode()
+        if self.requested_mode is ConfirmMode.AUTO:
+            if mode is not ConfirmMode.NONE:
+                self._confirmed_by = mode
+            elif self._confirmed_by is not None:
+                raise TakOutage(
+                    OutageKind.NO_READBACK,
+                    f"{self.endpoint} answered no ping and relayed nothing back within "
+                    f"{self._readback_probe_seconds:g} s, though it confirmed by "
+                    f"{self._confirmed_by.value} before (TAK_CONFIRM=auto keeps confirming: "
+                    "retrying the connection)",
+                )
+        return mode
+
+    def _probe_mode(self) -> ConfirmMode:
         requested = self.requested_mode
         if requested in (ConfirmMode.PONG, ConfirmMode.AUTO):
             seq = self._write_ping()
