@@ -401,6 +401,41 @@ def test_auto_never_drops_to_none_once_the_server_has_confirmed(
     conn.close()
 
 
+def test_auto_on_a_server_that_answered_pings_is_an_outage_named_no_pong_when_it_stops(
+    relay: Callable[..., RelayServer],
+) -> None:
+    server = relay(pong=True)
+    conn = connection(server, ConfirmMode.AUTO, readback_probe_seconds=0.5)
+    conn.connect()
+    assert conn.mode is ConfirmMode.PONG
+    server.pong, server.relay = False, False
+    with pytest.raises(TakOutage) as info:
+        conn.connect()
+    assert info.value.kind is OutageKind.NO_PONG
+    assert "confirmed by pong before" in info.value.message
+    server.pong = True
+    conn.connect()
+    assert conn.mode is ConfirmMode.PONG
+    conn.close()
+
+
+def test_auto_reconnecting_to_a_server_that_stopped_answering_pings_finds_readback(
+    relay: Callable[..., RelayServer],
+) -> None:
+    """The handshake's ping on a reconnect is a probe, whatever the last connection used: its
+    timeout must leave the socket open for the read-back probe (it closed it, an outage)."""
+    server = relay(pong=True)
+    conn = connection(server, ConfirmMode.AUTO)
+    conn.connect()
+    assert conn.mode is ConfirmMode.PONG
+    server.pong = False  # e.g. replaced by a server that only relays
+    conn.connect()
+    assert conn.mode is ConfirmMode.READBACK
+    seq = conn.send([event("relayed-after-the-switch")])
+    conn.wait_confirmed(seq, 5)
+    conn.close()
+
+
 def test_auto_that_never_confirmed_keeps_probing_on_every_connect(
     relay: Callable[..., RelayServer],
 ) -> None:

@@ -146,7 +146,7 @@ class StreamTakConnection(ReadbackConfirmation):
 
     @property
     def mode(self) -> ConfirmMode:
-        """The mode in use (``auto`` until the first connect has probed the server)."""
+        """The mode in use (the requested one while a connect probes the server)."""
         return self._mode
 
     @property
@@ -188,6 +188,10 @@ class StreamTakConnection(ReadbackConfirmation):
         every mode reads something from the server before the connection counts as up.
         """
         self.close()
+        # Probing is in the requested mode: a reconnect must not wait for the handshake's pong
+        # as the last connection's pong mode did (its timeout closes the socket the read-back
+        # probe needs).
+        self._mode = self.requested_mode
         self._seq = self._pings_sent = self._pongs_received = 0
         self._ledger.reset()
         self._unconfirmed.clear()
@@ -233,13 +237,17 @@ class StreamTakConnection(ReadbackConfirmation):
         return exc
 
     def _settle_mode(self) -> ConfirmMode:
+        """The mode this connection confirms by; with ``auto``, never ``none`` for a server
+        that has confirmed before (the outage is named after how it confirmed)."""
         mode = self._probe_mode()
         if self.requested_mode is ConfirmMode.AUTO:
             if mode is not ConfirmMode.NONE:
                 self._confirmed_by = mode
             elif self._confirmed_by is not None:
                 raise TakOutage(
-                    OutageKind.NO_READBACK,
+                    OutageKind.NO_PONG
+                    if self._confirmed_by is ConfirmMode.PONG
+                    else OutageKind.NO_READBACK,
                     f"{self.endpoint} answered no ping and relayed nothing back within "
                     f"{self._readback_probe_seconds:g} s, though it confirmed by "
                     f"{self._confirmed_by.value} before (TAK_CONFIRM=auto keeps confirming: "
