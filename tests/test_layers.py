@@ -18,6 +18,7 @@ LAYERS = {
     "model": 0,
     "core": 0,
     "decimal_arrays": 0,
+    "record_event": 0,
     "store": 1,
     "tak": 2,
     "alerts": 2,

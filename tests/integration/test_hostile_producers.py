@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from test_function_http import assert_problem, detection, event
 from detection_api.local.ports import free_port
 from detection_api.store.records import RecordStore, record_key
 from detection_api.store.tak_jobs import read_job_calls
+from test_record_event import assert_same_event
 
 SECRET = "hostile-producers-test-secret-" + "x" * 16  # made up for this test, never a real key
 V1 = "/api/v1/detections"
@@ -209,6 +211,39 @@ def test_a_duplicate_is_caught_for_retention_after_confirmation(url, redis_serve
     assert again.json["id"] == first["id"] and again.json["detection_id"] == "000042"
     assert redis.llen("rq:queue:tak") == 0  # not delivered twice
     assert redis.memory_usage(marker) < 200  # a small marker, not the record
+
+
+def test_a_confirmed_detection_redelivered_gets_its_event_rebuilt(url, redis_server):
+    """A v1 client that retries after the forwarder confirmed (and the CoT was dropped) still gets
+    the event it asks for: one, or in the list's ``<events>``."""
+    redis = redis_server.client()
+    dets = [
+        detection(detection_id=f"00007{i}", camera_id="cam-east", track_id=f"t{i}")
+        for i in range(2)
+    ]
+    sent = request(
+        url, "POST", V1, json.dumps(dets).encode(), {"Content-Type": "application/json", **TEAM_A}
+    )
+    assert sent.status == 201, sent.body
+    originals = [ET.tostring(e, encoding="unicode") for e in ET.fromstring(sent.body)]
+    ids = [ET.fromstring(o).find("detail/*[@record]").get("record") for o in originals]
+    [call] = read_job_calls(redis, [ids[0]])  # one job for the list, named after its first record
+    markers = [d["idem"] for d in call.kwargs["deliveries"]]  # type: ignore[union-attr]
+    RecordStore(redis, 86_400).mark_confirmed(redis, ids, markers, now=time.time(), ttl_seconds=600)
+    redis.delete(Job.key_for(ids[0]), "rq:queue:tak")  # as the forwarder does once confirmed
+    assert "cot" not in request(url, "GET", f"{V1}/{ids[1]}", headers=TEAM_A).json
+
+    one = post_json(url, V1, dets[1], **TEAM_A)
+    assert one.status == 201 and one.headers["content-type"].startswith("application/xml")
+    assert_same_event(originals[1], one.body.decode(), time_slack_ms=5_000)
+    both = request(
+        url, "POST", V1, json.dumps(dets).encode(), {"Content-Type": "application/json", **TEAM_A}
+    )
+    events = [ET.tostring(e, encoding="unicode") for e in ET.fromstring(both.body)]
+    assert len(events) == 2
+    for original, rebuilt in zip(originals, events, strict=True):
+        assert_same_event(original, rebuilt, time_slack_ms=5_000)
+    assert redis.llen("rq:queue:tak") == 0  # answered, not delivered again
 
 
 # -- bounds ---------------------------------------------------------------------------------------

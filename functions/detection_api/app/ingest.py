@@ -217,7 +217,12 @@ class Ingestor:
                 return [outcomes[i] for i in range(len(submissions))]
             # Redeliveries: answer them from their marker and record, then write the rest.
             duplicates = [guarded[j] for j in existing]
-            found = stored_outcomes(self.redis, self.records, [markers[i] for i in duplicates])
+            found = stored_outcomes(
+                self.redis,
+                self.records,
+                [markers[i] for i in duplicates],
+                stale_seconds=self.core.stale_seconds,
+            )
             for i, outcome in zip(duplicates, found, strict=True):
                 if outcome is not None:  # (the marker may have expired in between: write anew)
                     if not outcome.uid:  # only the marker is left: the id is the producer's
@@ -297,6 +302,7 @@ class Ingestor:
                 producer=sub.producer,
                 filter_reason=filter_reason,
                 geolocation=geolocation,
+                captured_at=det.timestamp.timestamp(),
             )
             out[i] = (outcome, fields)
         if errors:

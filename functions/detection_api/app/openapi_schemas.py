@@ -118,6 +118,11 @@ def component_schemas() -> dict[str, Any]:
             "first_sent_at": number,
             "sent_at": number,
             "confirmed_at": number,
+            "captured_at": {
+                "type": "number",
+                "description": "the detection's capture time (its timestamp; the CoT start), "
+                "seconds since the epoch, to the millisecond",
+            },
             "detection_id": text,
             "uid": text,
             "cot_type": text,

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from redis import Redis
 
 from detection_api.app import problems
+from detection_api.record_event import event_from_record
 from detection_api.store.records import (
     DeliveryState,
     RecordStore,
@@ -89,10 +90,11 @@ def check_repeats(submissions: list[Submission], *, batch: bool) -> None:
 
 
 def stored_outcomes(
-    redis: Redis, records: RecordStore, markers: list[str | None]
+    redis: Redis, records: RecordStore, markers: list[str | None], *, stale_seconds: int
 ) -> list[Outcome | None]:
     """The answers of earlier deliveries, by idempotency marker: from the record while it is
-    kept, else (a confirmed record past CONFIRMED_RETENTION_SECONDS) from the marker alone."""
+    kept, else (a confirmed record past CONFIRMED_RETENTION_SECONDS) from the marker alone.
+    ``stale_seconds`` (COT_STALE_SECONDS) is for the events of confirmed records, rebuilt."""
     with redis.pipeline(transaction=False) as pipe:
         for marker in markers:
             pipe.get(marker)
@@ -114,7 +116,7 @@ def stored_outcomes(
         if not record_id:
             out.append(None)
         elif raw:
-            out.append(outcome_from_record(next(decoded)))
+            out.append(outcome_from_record(next(decoded), stale_seconds=stale_seconds))
         else:
             out.append(confirmed_outcome(record_id.decode()))
     return out
@@ -135,8 +137,10 @@ def confirmed_outcome(record_id: str) -> Outcome:
     )
 
 
-def outcome_from_record(record: dict[str, Any]) -> Outcome:
-    """The answer to a redelivery, from the record's API view (``decode_with_cot``)."""
+def outcome_from_record(record: dict[str, Any], *, stale_seconds: int) -> Outcome:
+    """The answer to a redelivery, from the record's API view (``decode_with_cot``). A confirmed
+    record keeps no CoT: its event is rebuilt from the record (``record_event``)."""
+    cot_xml = record.get("cot") or event_from_record(record, stale_seconds=stale_seconds) or ""
     return Outcome(
         record_id=record["id"],
         detection_id=record.get("detection_id", record["id"]),
@@ -144,7 +148,7 @@ def outcome_from_record(record: dict[str, Any]) -> Outcome:
         duplicate=True,
         uid=record.get("uid", ""),
         cot_type=record.get("cot_type", ""),
-        cot_xml=record.get("cot", ""),
+        cot_xml=cot_xml,
         object_class=record.get("object_class", ""),
         geolocation=record.get("geolocation", {}),
         filter_reason=record.get("filter_reason"),
