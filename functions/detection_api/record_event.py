@@ -8,7 +8,7 @@ the original event except for what the record does not keep:
 - ``time`` is the record's ``created_at`` (the original's generation time, a few milliseconds
   earlier); ``stale`` follows from it as it did;
 - numbers come from the record's geolocation, rounded to 1e-9 degrees and 1 mm before the event's
-  1e-7 degrees and 1 cm, so a last digit can differ by one (5 mm at most);
+  1e-7 degrees and 1 cm, so a last digit can differ by one (1e-7 degrees, 1 cm);
 - no ``image_sha256`` (records do not keep it).
 
 Pure: it reads the record's API view (``store.record_fields.decode``), not Redis.
