@@ -190,22 +190,33 @@ def test_the_same_id_twice_in_one_request_is_a_400_and_stores_nothing(url, redis
     assert redis_server.client().llen("rq:queue:tak") == 0
 
 
+def confirm_as_the_forwarder_does(redis, job_id: str, ttl_seconds: int = 600) -> list[str]:
+    """Mark a job's records confirmed (each kept ``ttl_seconds``, its idempotency marker
+    RETENTION_SECONDS from now: the marker's key travels in the job) and delete the job with the
+    CoT it carried. Returns the markers."""
+    [call] = read_job_calls(redis, [job_id])
+    deliveries = call.kwargs["deliveries"]  # type: ignore[union-attr]
+    RecordStore(redis, 86_400).mark_confirmed(
+        redis,
+        [d["record_id"] for d in deliveries],
+        [d["idem"] for d in deliveries],
+        now=time.time(),
+        ttl_seconds=ttl_seconds,
+    )
+    redis.delete(Job.key_for(job_id), "rq:queue:tak")
+    return [d["idem"] for d in deliveries]
+
+
 def test_a_duplicate_is_caught_for_retention_after_confirmation(url, redis_server):
     redis = redis_server.client()
     det = detection(detection_id="000042", camera_id="cam-north")
     first = v1(url, det, TEAM_A).json
-    # The forwarder's confirmation: the record is kept CONFIRMED_RETENTION_SECONDS, the marker
-    # RETENTION_SECONDS from now. Then the record expires (deleted here): only the marker is left.
-    # (The marker's key travels in the delivery job; the forwarder confirms with it.)
-    [call] = read_job_calls(redis, [first["id"]])
-    marker = call.kwargs["deliveries"][0]["idem"]  # type: ignore[union-attr]
-    RecordStore(redis, 86_400).mark_confirmed(
-        redis, [first["id"]], [marker], now=time.time(), ttl_seconds=60
-    )
+    # Confirmed: the record is kept CONFIRMED_RETENTION_SECONDS, the marker RETENTION_SECONDS
+    # from now. Then the record expires (deleted here): only the marker is left.
+    [marker] = confirm_as_the_forwarder_does(redis, first["id"], ttl_seconds=60)
     assert 86_000 < redis.ttl(marker) <= 86_400
     assert 0 < redis.ttl(record_key(first["id"])) <= 60
     redis.delete(record_key(first["id"]))
-    redis.delete("rq:queue:tak")
     again = v1(url, det, TEAM_A)
     assert again.status == 201 and again.json["duplicate"] is True
     assert again.json["id"] == first["id"] and again.json["detection_id"] == "000042"
@@ -214,35 +225,35 @@ def test_a_duplicate_is_caught_for_retention_after_confirmation(url, redis_serve
 
 
 def test_a_confirmed_detection_redelivered_gets_its_event_rebuilt(url, redis_server):
-    """A v1 client that retries after the forwarder confirmed (and the CoT was dropped) still gets
-    the event it asks for: one, or in the list's ``<events>``."""
+    """A producer that retries after the forwarder confirmed (and the CoT was dropped) still gets
+    the event it asks for: v1 XML for one or in a list's ``<events>``, a CloudEvent reply's cot."""
     redis = redis_server.client()
     dets = [
-        detection(detection_id=f"00007{i}", camera_id="cam-east", track_id=f"t{i}")
-        for i in range(2)
+        detection(detection_id=f"00007{i}", camera_id="cam-e", track_id=f"t{i}") for i in (0, 1)
     ]
-    sent = request(
-        url, "POST", V1, json.dumps(dets).encode(), {"Content-Type": "application/json", **TEAM_A}
-    )
+    body = json.dumps(dets).encode()
+    wants_xml = {"Content-Type": "application/json", **TEAM_A}  # no Accept: the v1 default
+    sent = request(url, "POST", V1, body, wants_xml)
     assert sent.status == 201, sent.body
     originals = [ET.tostring(e, encoding="unicode") for e in ET.fromstring(sent.body)]
     ids = [ET.fromstring(o).find("detail/*[@record]").get("record") for o in originals]
-    [call] = read_job_calls(redis, [ids[0]])  # one job for the list, named after its first record
-    markers = [d["idem"] for d in call.kwargs["deliveries"]]  # type: ignore[union-attr]
-    RecordStore(redis, 86_400).mark_confirmed(redis, ids, markers, now=time.time(), ttl_seconds=600)
-    redis.delete(Job.key_for(ids[0]), "rq:queue:tak")  # as the forwarder does once confirmed
+    ce = event(detection(), "ev-confirmed", "/cams/east")
+    first_reply = structured(url, ce, TEAM_A).json
+    confirm_as_the_forwarder_does(redis, ids[0])  # a list's job is named after its first record
+    confirm_as_the_forwarder_does(redis, first_reply["id"])
     assert "cot" not in request(url, "GET", f"{V1}/{ids[1]}", headers=TEAM_A).json
 
     one = post_json(url, V1, dets[1], **TEAM_A)
     assert one.status == 201 and one.headers["content-type"].startswith("application/xml")
     assert_same_event(originals[1], one.body.decode(), time_slack_ms=5_000)
-    both = request(
-        url, "POST", V1, json.dumps(dets).encode(), {"Content-Type": "application/json", **TEAM_A}
-    )
+    both = request(url, "POST", V1, body, wants_xml)
     events = [ET.tostring(e, encoding="unicode") for e in ET.fromstring(both.body)]
     assert len(events) == 2
     for original, rebuilt in zip(originals, events, strict=True):
         assert_same_event(original, rebuilt, time_slack_ms=5_000)
+    again = structured(url, ce, TEAM_A).json
+    assert again["duplicate"] is True
+    assert_same_event(first_reply["cot"], again["cot"], time_slack_ms=5_000)
     assert redis.llen("rq:queue:tak") == 0  # answered, not delivered again
 
 
