@@ -4,8 +4,10 @@ made to a real mutual-TLS server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -92,7 +94,7 @@ def test_a_data_package_gives_the_url_client_identity_and_truststore(
 ) -> None:
     server = start_server(server_context(pki))
     package = build_package(tmp_path, pki, f"127.0.0.1:{server.port}:ssl")
-    url, tls = connection_settings(Settings(tak_data_package=str(package)))
+    url, tls = connection_settings(Settings(tak_data_package=str(package)), tmp_path / "unpacked")
     assert TakEndpoint.parse(url) == TakEndpoint(Scheme.TLS, "127.0.0.1", server.port)
     assert tls.p12 and tls.ca and tls.p12_password == pki.client("forwarder").p12_password
     assert (Path(tls.ca).stat().st_mode & 0o777) == 0o600
@@ -112,7 +114,7 @@ def test_variables_set_in_the_environment_win_over_the_package(
         tak_url="tls://other.example:9999",
         tak_tls_ca=str(pki.ca.cert),
     )
-    url, tls = connection_settings(settings)
+    url, tls = connection_settings(settings, tmp_path / "unpacked")
     assert url == "tls://other.example:9999"
     assert tls.ca == str(pki.ca.cert)
     assert tls.p12 is not None  # the identity still comes from the package
@@ -136,7 +138,7 @@ def test_pytak_variable_names_are_aliases(monkeypatch: pytest.MonkeyPatch, pki: 
 
 def test_a_package_without_truststore_uses_the_system_roots(tmp_path: Path, pki: PkiPaths) -> None:
     package = build_package(tmp_path, pki, "tak.example:8089:ssl", truststore=False)
-    assert read_data_package(str(package)).ca is None
+    assert read_data_package(str(package), tmp_path / "unpacked").ca is None
 
 
 @pytest.mark.parametrize(
@@ -176,12 +178,53 @@ def test_a_bad_package_is_refused_with_a_reason(
     assert message in str(info.value)
 
 
+WORKER = str(Path(sys.executable).parent / "detection-api")
+
+
+def test_the_worker_keeps_the_unpacked_package_while_it_runs_and_removes_it(
+    tmp_path: Path, pki: PkiPaths, redis_server
+) -> None:
+    """The client identity unpacked from the package is not left behind in the temporary
+    directory when the worker stops (it was, once per start, before)."""
+    package = build_package(tmp_path, pki, "127.0.0.1:9:ssl")  # a TAK outage: fine for this
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {"TAK_DATA_PACKAGE": str(package), "REDIS_URL": redis_server.url, "TMPDIR": str(scratch)}
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [WORKER, "worker"],
+            env={**env, "PATH": "/usr/bin:/bin", "FORWARDER_METRICS_PORT": "0"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        # Its loop has started (logged after the SIGTERM handler is installed; a SIGTERM before
+        # it ends the process as any unhandled SIGTERM does, without clean-up).
+        deadline = time.monotonic() + 30
+        while b"batches of up to" not in log.read_bytes():
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        [unpacked] = scratch.glob("tak-data-package-*")
+        assert list(unpacked.glob("cert/*.p12"))
+        assert (unpacked.stat().st_mode & 0o777) == 0o700
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert not list(scratch.iterdir())
+
+
 def test_the_worker_stops_at_start_naming_the_variable(tmp_path: Path) -> None:
     bad = tmp_path / "bad.zip"
     bad.write_bytes(b"not a zip")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "detection-api"), "worker"],
-        env={"TAK_DATA_PACKAGE": str(bad), "PATH": "/usr/bin:/bin"},
+        [WORKER, "worker"],
+        env={"TAK_DATA_PACKAGE": str(bad), "PATH": "/usr/bin:/bin", "TMPDIR": str(scratch)},
         capture_output=True,
         text=True,
         timeout=60,
@@ -190,8 +233,9 @@ def test_the_worker_stops_at_start_naming_the_variable(tmp_path: Path) -> None:
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "TAK_DATA_PACKAGE" in lines[0], result.stderr
+    assert not list(scratch.iterdir())  # nothing unpacked is left behind
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "detection-api"), "worker"],
+        [WORKER, "worker"],
         env={"TAK_CONFIRM": "sometimes", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import tempfile
 import threading
 from importlib import metadata
+from pathlib import Path
 from types import FrameType
 
 from redis import Redis
@@ -51,12 +53,13 @@ def _version() -> str:
         return "0"
 
 
-def _configuration() -> tuple[Settings, str, TlsFiles]:
-    """Settings, TAK_URL and TLS files (TAK_DATA_PACKAGE applied). Bad configuration stops the
-    process here: ``ConfigError`` is one line naming the variable (cli.py prints it, exit 2)."""
+def _configuration(unpacked: Path) -> tuple[Settings, str, TlsFiles]:
+    """Settings, TAK_URL and TLS files (TAK_DATA_PACKAGE applied, unpacked into ``unpacked``).
+    Bad configuration stops the process here: ``ConfigError`` is one line naming the variable
+    (cli.py prints it, exit 2)."""
     settings = get_settings()
     try:
-        url, tls = connection_settings(settings)
+        url, tls = connection_settings(settings, unpacked)
         TakEndpoint.parse(url)
     except ValueError as exc:  # DataPackageError, a TAK_URL from a package
         raise ConfigError(f"invalid configuration: {exc}") from None
@@ -64,7 +67,14 @@ def _configuration() -> tuple[Settings, str, TlsFiles]:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings, tak_url, tls = _configuration()
+    # A TAK data package's files (the client identity among them) are read on every connect:
+    # they live in a private directory for as long as the worker runs, and go with it.
+    with tempfile.TemporaryDirectory(prefix="tak-data-package-") as unpacked:
+        return _run(args, Path(unpacked))
+
+
+def _run(args: argparse.Namespace, unpacked: Path) -> int:
+    settings, tak_url, tls = _configuration(unpacked)
     configure_logging(settings.log_level)
     config = ForwarderConfig.from_settings(settings)
     redis = redis_client(settings.redis_url.get_secret_value())

@@ -8,8 +8,9 @@ A TAK data package holds a preference file (``*.pref``: ``connectString0`` = ``h
 ``read_pref_package`` itself is not used: it takes the CA from the client ``.p12`` and ignores
 the truststore, and it checks with ``assert`` (gone under ``python -O``).
 
-The package is unpacked once into a private temporary directory (mode 0700) that lives as long as
-the process: the TLS context is rebuilt from these files on every reconnect. The client ``.p12``
+The package is unpacked once into a private directory (mode 0700) that its caller owns: the TLS
+context is rebuilt from these files on every reconnect, so the worker keeps them for as long as
+it runs and removes them when it exits (they hold the client's identity). The client ``.p12``
 is used as it is (``TAK_TLS_P12``); the truststore's certificates become a PEM CA file. Values set
 explicitly in the environment (``TAK_URL``, ``TAK_TLS_*``) win over the package's.
 """
@@ -17,7 +18,6 @@ explicitly in the environment (``TAK_URL``, ``TAK_TLS_*``) win over the package'
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 import xml.etree.ElementTree as ET  # nosec B405 # only for the ParseError type pytak raises
 import zipfile
@@ -47,8 +47,9 @@ class DataPackage:
     ca: str | None  # PEM of the truststore's certificates, if the package has one
 
 
-def read_data_package(path: str, workdir: Path | None = None) -> DataPackage:
-    """Unpack and read ``path``; raises DataPackageError naming what is wrong."""
+def read_data_package(path: str, workdir: Path) -> DataPackage:
+    """Unpack ``path`` into ``workdir`` (created private if missing; the caller removes it) and
+    read it; raises DataPackageError naming what is wrong."""
     if not Path(path).is_file():
         raise DataPackageError(f"TAK_DATA_PACKAGE {path!r} is not a file")
     with warnings.catch_warnings():  # pytak warns about optional extras we do not use
@@ -60,9 +61,8 @@ def read_data_package(path: str, workdir: Path | None = None) -> DataPackage:
             unzip_file,
         )
 
-    if workdir is not None:
-        Path(workdir).mkdir(mode=0o700, parents=True, exist_ok=True)
-    target = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="tak-data-package-"))
+    target = workdir
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(target, 0o700)
     try:
         directory = unzip_file(path, str(target))
@@ -124,13 +124,14 @@ def _truststore_to_pem(p12: Path, password: str | None, out: Path, package: str)
         handle.write(b"".join(c.public_bytes(Encoding.PEM) for c in certs))
 
 
-def connection_settings(settings: Settings) -> tuple[str, TlsFiles]:
+def connection_settings(settings: Settings, workdir: Path) -> tuple[str, TlsFiles]:
     """``TAK_URL`` and the TLS files, from the environment and ``TAK_DATA_PACKAGE``: the package
-    fills in what the environment does not set (raises DataPackageError)."""
+    fills in what the environment does not set (raises DataPackageError). A package is unpacked
+    into ``workdir``, which must outlive the connection (``read_data_package``)."""
     tls = TlsFiles.from_settings(settings)
     if not settings.tak_data_package:
         return settings.tak_url, tls
-    package = read_data_package(settings.tak_data_package)
+    package = read_data_package(settings.tak_data_package, workdir)
     explicit = settings.model_fields_set
     url = settings.tak_url if "tak_url" in explicit else package.url
     if not explicit & {"tak_tls_cert", "tak_tls_key", "tak_tls_p12"}:
