@@ -8,6 +8,7 @@ flight and exit 0 well within a Kubernetes grace period.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import tempfile
@@ -53,11 +54,17 @@ def _version() -> str:
         return "0"
 
 
-def _configuration(unpacked: Path) -> tuple[Settings, str, TlsFiles]:
-    """Settings, TAK_URL and TLS files (TAK_DATA_PACKAGE applied, unpacked into ``unpacked``).
-    Bad configuration stops the process here: ``ConfigError`` is one line naming the variable
-    (cli.py prints it, exit 2)."""
+def _configuration(cleanup: contextlib.ExitStack) -> tuple[Settings, str, TlsFiles]:
+    """Settings, TAK_URL and TLS files (TAK_DATA_PACKAGE applied). Bad configuration stops the
+    process here: ``ConfigError`` is one line naming the variable (cli.py prints it, exit 2).
+
+    A data package's files (the client identity among them) are read on every connect: they are
+    unpacked into a private directory that ``cleanup`` removes when the worker exits."""
     settings = get_settings()
+    unpacked = None
+    if settings.tak_data_package:
+        directory = tempfile.TemporaryDirectory(prefix="tak-data-package-")
+        unpacked = Path(cleanup.enter_context(directory))
     try:
         url, tls = connection_settings(settings, unpacked)
         TakEndpoint.parse(url)
@@ -67,14 +74,12 @@ def _configuration(unpacked: Path) -> tuple[Settings, str, TlsFiles]:
 
 
 def run(args: argparse.Namespace) -> int:
-    # A TAK data package's files (the client identity among them) are read on every connect:
-    # they live in a private directory for as long as the worker runs, and go with it.
-    with tempfile.TemporaryDirectory(prefix="tak-data-package-") as unpacked:
-        return _run(args, Path(unpacked))
+    with contextlib.ExitStack() as cleanup:  # removes what the worker made for its lifetime
+        return _run(args, cleanup)
 
 
-def _run(args: argparse.Namespace, unpacked: Path) -> int:
-    settings, tak_url, tls = _configuration(unpacked)
+def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
+    settings, tak_url, tls = _configuration(cleanup)
     configure_logging(settings.log_level)
     config = ForwarderConfig.from_settings(settings)
     redis = redis_client(settings.redis_url.get_secret_value())

@@ -124,13 +124,16 @@ def _truststore_to_pem(p12: Path, password: str | None, out: Path, package: str)
         handle.write(b"".join(c.public_bytes(Encoding.PEM) for c in certs))
 
 
-def connection_settings(settings: Settings, workdir: Path) -> tuple[str, TlsFiles]:
+def connection_settings(settings: Settings, workdir: Path | None) -> tuple[str, TlsFiles]:
     """``TAK_URL`` and the TLS files, from the environment and ``TAK_DATA_PACKAGE``: the package
     fills in what the environment does not set (raises DataPackageError). A package is unpacked
-    into ``workdir``, which must outlive the connection (``read_data_package``)."""
+    into ``workdir``, which must outlive the connection (``read_data_package``); without a
+    package none is needed."""
     tls = TlsFiles.from_settings(settings)
     if not settings.tak_data_package:
         return settings.tak_url, tls
+    if workdir is None:
+        raise TypeError("TAK_DATA_PACKAGE is set: connection_settings needs a workdir")
     package = read_data_package(settings.tak_data_package, workdir)
     explicit = settings.model_fields_set
     url = settings.tak_url if "tak_url" in explicit else package.url
