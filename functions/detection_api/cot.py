@@ -270,7 +270,7 @@ def _remarks(facts: DetectionFacts, geo: Geolocation) -> str:
     parts = [
         f"{facts.object_class} {facts.ai_confidence:.0%}",
         f"CE90 {geo.ce90_m:.1f} m LE90 {geo.le90_m:.1f} m",
-        geo.flag.value,
+        str(geo.flag),  # a StrEnum's value, without the enum's `value` descriptor
     ]
     if facts.camera_id:
         parts.append(f"camera {facts.camera_id}")
@@ -365,14 +365,14 @@ def build_detection_event(
         f' record="{_safe_attr(facts.record_id)}"'
         f' class="{_safe_attr(facts.object_class)}"'
         f' confidence="{facts.ai_confidence:.3f}" ce90="{geo.ce90_m:.2f}"'
-        f' le90="{geo.le90_m:.2f}" flag="{geo.flag.value}"'
+        f' le90="{geo.le90_m:.2f}" flag="{geo.flag!s}"'
         f"{_optional_attr('camera', facts.camera_id)}"
         f"{_optional_attr('track', facts.track_id)}"
         f"{_optional_attr('source', facts.source)}"
         f' slant_range="{geo.slant_range_m:.2f}" ground_distance="{geo.ground_distance_m:.2f}"'
         f"{_optional_attr('image_sha256', facts.image_sha256)}"
         # which ground the hit lies on: the DEM (and its raster) or the flat ground plane
-        f' terrain="{geo.terrain.value}"'
+        f' terrain="{geo.terrain!s}"'
         f"{_optional_attr('dem', geo.dem)}{_optional_attr('terrain_note', geo.terrain_note)}"
         " /></detail></event>"
     )

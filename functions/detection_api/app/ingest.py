@@ -276,7 +276,7 @@ class Ingestor:
             outcome = Outcome(
                 record_id=record_ids[i],
                 detection_id=detection_id,
-                state=state.value,
+                state=str(state),
                 duplicate=False,
                 uid=result.uid,
                 cot_type=result.cot_type,

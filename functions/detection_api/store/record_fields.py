@@ -135,7 +135,7 @@ def new_record(
 ) -> dict[str, Any]:
     """The fields of a new record (API names; ``write_new`` encodes them)."""
     return {
-        "state": state.value,
+        "state": str(state),
         "detection_id": detection_id,
         "uid": uid,
         "cot_type": cot_type,
@@ -186,7 +186,7 @@ def encode_fields(fields: dict[str, Any], *, record_id: str, created_at: float) 
             out[FIELDS[name]] = text  # one piece, as _pieces would give (most fields, per record)
         else:
             out.update(_pieces(FIELDS[name], text))
-    out["ca"] = created_ms
+    out["ca"] = str(created_ms)  # text, as every other value: the command goes as one JSON array
     # The id is redundant with the key, but a previous revision reading this record during a
     # traffic split (a redelivery answered from it) needs it to answer rather than fail.
     out["id"] = record_id

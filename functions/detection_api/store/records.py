@@ -122,13 +122,16 @@ class RecordStore:
         """Record commands that create the record (and its idempotency marker, a key from
         ``idempotency_key``) in the caller's pipeline. ``fields`` are API names (``FIELDS``)."""
         mapping = encode_fields(fields, record_id=record_id, created_at=now or time.time())
+        retention = str(self.retention_seconds)
         # Recorded as plain commands: redis-py's ``set`` checks its experimental options on every
         # call (7 us, a twentieth of a detection's ingest), ``hset`` and ``expire`` their own.
+        # All text, as redis-py would send them: ``atomic.json_command`` passes such a command on
+        # as it is.
         if idempotency is not None:
-            pipe.execute_command("SET", idempotency, record_id, "EX", self.retention_seconds)
+            pipe.execute_command("SET", idempotency, record_id, "EX", retention)
         key = record_key(record_id)
         pipe.execute_command("HSET", key, *chain.from_iterable(mapping.items()))
-        pipe.execute_command("EXPIRE", key, self.retention_seconds)
+        pipe.execute_command("EXPIRE", key, retention)
 
     def get_raw(self, record_id: str) -> dict[Any, Any]:
         return self.redis.hgetall(record_key(record_id))  # type: ignore[return-value]
