@@ -36,7 +36,7 @@ EXAMPLE = json.loads((REPO / "examples" / "detection.json").read_text())
 EXAMPLE.pop("detection_id", None)
 CONCURRENCY = 16
 SECONDS = 4.0
-ROUNDS = 3
+ROUNDS = 5  # pairs per ratio (with 3, the lists ratio moved by 15% between two runs in a row)
 BATCH = 100
 SINGLE_TARGET = 0.5  # single REST requests/s over the trivial endpoint's (issue #12)
 LIST_TARGET = 12.0  # detections/s in REST lists of 100 over single REST requests/s (issue #12)

@@ -56,6 +56,10 @@ class RedisServer:
     password: str | None = None
     log_path: Path | None = None
     save_points: tuple[tuple[int, int], ...] = DEFAULT_SAVE_POINTS
+    # False: no RDB snapshots and no AOF rewrites, the two things Redis forks for (benchmarks:
+    # a fork copying the dataset competes with the measured processes for this machine's cores).
+    # Every write is still in the AOF, fsynced before the reply.
+    background_saves: bool = True
     binary: Path | None = None
     process: ManagedProcess | None = field(default=None, init=False)
 
@@ -87,9 +91,12 @@ class RedisServer:
             "--daemonize", "no",
             "--protected-mode", "yes",
         ]  # fmt: skip
-        for seconds, changes in self.save_points:
-            # Two separate arguments: a quoted "3600 1" is one token, which Redis 6.2 ignores.
-            args += ["--save", str(seconds), str(changes)]
+        if not self.background_saves:
+            args += ["--save", "", "--auto-aof-rewrite-percentage", "0"]
+        else:
+            for seconds, changes in self.save_points:
+                # Two separate arguments: a quoted "3600 1" is one token, which Redis 6.2 ignores.
+                args += ["--save", str(seconds), str(changes)]
         if self.password:
             args += ["--requirepass", self.password]
         return args
