@@ -68,7 +68,7 @@ class Processes:
         without the background saves it forks for: in a cluster Redis has cores of its own, here
         a fork dumping the dataset would take one of the two the measured processes share."""
         self.redis = RedisServer(
-            data_dir=self.tmp / "redis", port=free_port(), background_saves=False
+            data_dir=self.tmp / "redis", port=free_port(), save_points=(), aof_rewrites=False
         ).start()
         return self.redis
 

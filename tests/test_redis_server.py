@@ -28,10 +28,10 @@ def test_default_keeps_snapshots_and_aof_rewrites(tmp_path: Path) -> None:
     assert settings["auto-aof-rewrite-percentage"] == "100"
 
 
-def test_without_background_saves_no_snapshot_or_rewrite_but_every_write_fsynced(
+def test_without_save_points_or_rewrites_nothing_forks_but_every_write_is_fsynced(
     tmp_path: Path,
 ) -> None:
-    server = RedisServer(data_dir=tmp_path / "redis", background_saves=False).start()
+    server = RedisServer(data_dir=tmp_path / "redis", save_points=(), aof_rewrites=False).start()
     try:
         settings = _persistence(server)
     finally:

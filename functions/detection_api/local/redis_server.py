@@ -55,11 +55,11 @@ class RedisServer:
     port: int = 0
     password: str | None = None
     log_path: Path | None = None
+    # RDB snapshot points; () for none. With none and ``aof_rewrites=False`` Redis never forks
+    # (benchmarks: a fork copying the dataset competes with the measured processes for this
+    # machine's cores). Every write is in the AOF either way, fsynced before the reply.
     save_points: tuple[tuple[int, int], ...] = DEFAULT_SAVE_POINTS
-    # False: no RDB snapshots and no AOF rewrites, the two things Redis forks for (benchmarks:
-    # a fork copying the dataset competes with the measured processes for this machine's cores).
-    # Every write is still in the AOF, fsynced before the reply.
-    background_saves: bool = True
+    aof_rewrites: bool = True
     binary: Path | None = None
     process: ManagedProcess | None = field(default=None, init=False)
 
@@ -91,12 +91,13 @@ class RedisServer:
             "--daemonize", "no",
             "--protected-mode", "yes",
         ]  # fmt: skip
-        if not self.background_saves:
-            args += ["--save", "", "--auto-aof-rewrite-percentage", "0"]
-        else:
-            for seconds, changes in self.save_points:
-                # Two separate arguments: a quoted "3600 1" is one token, which Redis 6.2 ignores.
-                args += ["--save", str(seconds), str(changes)]
+        if not self.save_points:
+            args += ["--save", ""]  # none: without the argument Redis takes its own defaults
+        for seconds, changes in self.save_points:
+            # Two separate arguments: a quoted "3600 1" is one token, which Redis 6.2 ignores.
+            args += ["--save", str(seconds), str(changes)]
+        if not self.aof_rewrites:
+            args += ["--auto-aof-rewrite-percentage", "0"]
         if self.password:
             args += ["--requirepass", self.password]
         return args

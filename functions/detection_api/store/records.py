@@ -106,6 +106,7 @@ class RecordStore:
     def __init__(self, redis: Redis, retention_seconds: int) -> None:
         self.redis = redis
         self.retention_seconds = retention_seconds
+        self._retention_text = str(retention_seconds)  # once, not per record (write_new)
         self._mark_script = redis.register_script(_MARK_SCRIPT)
         self._sent_script = redis.register_script(_SENT_SCRIPT)
         self._confirmed_script = redis.register_script(_CONFIRMED_SCRIPT)
@@ -122,7 +123,7 @@ class RecordStore:
         """Record commands that create the record (and its idempotency marker, a key from
         ``idempotency_key``) in the caller's pipeline. ``fields`` are API names (``FIELDS``)."""
         mapping = encode_fields(fields, record_id=record_id, created_at=now or time.time())
-        retention = str(self.retention_seconds)
+        retention = self._retention_text
         # Recorded as plain commands: redis-py's ``set`` checks its experimental options on every
         # call (7 us, a twentieth of a detection's ingest), ``hset`` and ``expire`` their own.
         # All text, as redis-py would send them: ``atomic.json_command`` passes such a command on
