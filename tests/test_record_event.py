@@ -1,6 +1,6 @@
 """A confirmed record's CoT event, rebuilt from the record: the original event, to what the record
 keeps (record_event.py). Each record here goes through the product's own encoding and decoding
-(``new_record`` -> ``encode_fields`` -> ``decode``), as it would through Redis."""
+(``new_record`` -> ``encode_new`` -> ``decode``), as it would through Redis."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from detection_api.record_event import event_from_record
 from detection_api.store.record_fields import (
     DeliveryState,
     decode,
-    encode_fields,
+    encode_new,
     new_record,
 )
 
@@ -45,6 +45,7 @@ def stored(data: dict[str, Any], *, config: CoreConfig | None = None) -> tuple[s
         producer="sub:team-a",
     )
     fields = new_record(
+        record_id=RECORD,
         state=DeliveryState.QUEUED,
         detection_id=done.detection_id,
         uid=done.uid,
@@ -62,8 +63,8 @@ def stored(data: dict[str, Any], *, config: CoreConfig | None = None) -> tuple[s
         geolocation=geolocation_as_dict(done.geolocation),
         captured_at=det.timestamp.timestamp(),
     )
-    encoded = encode_fields(fields, record_id=RECORD, created_at=GENERATED.timestamp())
-    as_redis = {k.encode(): str(v).encode() for k, v in encoded.items()}
+    encoded = encode_new(fields, record_id=RECORD, created_at=GENERATED.timestamp())
+    as_redis = {k.encode(): v.encode() for k, v in zip(encoded[::2], encoded[1::2], strict=True)}
     return done.cot_xml, decode(RECORD, as_redis)
 
 

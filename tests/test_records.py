@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from redis import Redis
 
 from detection_api.store.atomic import AtomicWriter
@@ -14,6 +16,8 @@ from detection_api.store.record_fields import (
     decode_geolocation,
     encode_fields,
     encode_geolocation,
+    encode_new,
+    new_record,
 )
 from detection_api.store.records import (
     IDEMPOTENCY_PREFIX,
@@ -270,3 +274,87 @@ def test_geolocations_are_stored_positionally_and_read_back_whole(
     text = encode_geolocation(geolocation)
     assert json.loads(text) == expected
     assert decode_geolocation(text) == {k: v for k, v in geolocation.items() if v is not None}
+
+
+_ANY_TEXT = st.text(min_size=0, max_size=120)  # ASCII or not, shorter and longer than a piece
+_OPTIONAL = st.none() | _ANY_TEXT
+
+
+@given(
+    detection_id=st.none() | _ANY_TEXT,
+    uid=st.none() | _ANY_TEXT,
+    job_id=st.none() | st.just("") | _ANY_TEXT,
+    cot=_OPTIONAL,
+    camera_id=_OPTIONAL,
+    track_id=_OPTIONAL,
+    source=_OPTIONAL,
+    event_source=_OPTIONAL,
+    event_id=_OPTIONAL,
+    filter_reason=_OPTIONAL,
+    producer=_ANY_TEXT,
+    ai_confidence=st.floats(0.0, 1.0),
+    captured_at=st.floats(0.0, 2e9),
+)
+def test_ingest_records_encode_as_the_general_encoding(
+    detection_id: str | None,
+    uid: str | None,
+    job_id: str | None,
+    cot: str | None,
+    camera_id: str | None,
+    track_id: str | None,
+    source: str | None,
+    event_source: str | None,
+    event_id: str | None,
+    filter_reason: str | None,
+    producer: str,
+    ai_confidence: float,
+    captured_at: float,
+) -> None:
+    """``new_record`` + ``encode_new`` (ingest's one step) give exactly the hash, field order
+    included, that ``encode_fields`` gives for the same fields by their API names: the default
+    ids left out (None here: the record's own id or uid), long values in the same pieces."""
+    record_id = "5d41402abc4b2a76b9719d911017c592"
+    default_uid = f"detection-api.{record_id}"
+    fields: dict[str, Any] = {
+        "state": "filtered",
+        "detection_id": record_id if detection_id is None else detection_id,
+        "uid": default_uid if uid is None else uid,
+        "cot_type": "a-u-G",
+        "cot": cot,
+        "object_class": "véhicule",
+        "ai_confidence": repr(ai_confidence),
+        "camera_id": camera_id,
+        "track_id": track_id,
+        "source": source,
+        "event_source": event_source,
+        "event_id": event_id,
+        "producer": producer,
+        "filter_reason": filter_reason,
+        "geolocation": dict(zip(GEO_KEYS[:12], range(12), strict=True)),
+        "captured_at": captured_at,
+    }
+    record = new_record(
+        record_id=record_id,
+        state=DeliveryState.FILTERED,
+        detection_id=fields["detection_id"],
+        uid=fields["uid"],
+        cot_type="a-u-G",
+        cot=cot,
+        object_class="véhicule",
+        ai_confidence=ai_confidence,
+        camera_id=camera_id,
+        track_id=track_id,
+        source=source,
+        event_source=event_source,
+        event_id=event_id,
+        producer=producer,
+        filter_reason=filter_reason,
+        geolocation=fields["geolocation"],
+        captured_at=captured_at,
+    )
+    record.job_id = record_id if job_id is None else job_id
+    fields["job_id"] = record.job_id
+    created_at = 2_000_000_000.25
+    pairs = encode_new(record, record_id=record_id, created_at=created_at)
+    general = encode_fields(fields, record_id=record_id, created_at=created_at)
+    assert pairs == [item for pair in general.items() for item in pair]

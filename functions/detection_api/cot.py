@@ -237,6 +237,17 @@ def cot_time(moment: datetime) -> str:
     return utc.isoformat(timespec="milliseconds") + "Z"  # isoformat truncates to milliseconds
 
 
+@functools.lru_cache(maxsize=1024)  # a request's events share their generation time, and a
+# frame's detections their capture time: one lookup instead of three, and no date arithmetic
+def _event_times(
+    generated_at: datetime, captured_at: datetime, stale_seconds: int
+) -> tuple[str, str, str]:
+    """An event's ``time``, ``start`` and ``stale``: stale ``stale_seconds`` after the later of
+    generation and capture (a capture time from a fast clock still gets its full lifetime)."""
+    stale = max(generated_at, captured_at) + timedelta(seconds=stale_seconds)
+    return cot_time(generated_at), cot_time(captured_at), cot_time(stale)
+
+
 def _require_finite(*values: float) -> None:
     # xs:decimal has no NaN/INF; fixed-point f-strings below never produce exponents.
     if not all(map(math.isfinite, values)):
@@ -346,7 +357,7 @@ def build_detection_event(
         geo.ground_distance_m,
         facts.ai_confidence,
     )
-    stale = max(generated_at, captured_at) + timedelta(seconds=stale_seconds)
+    generated, started, stale = _event_times(generated_at, captured_at, stale_seconds)
     sensor = label_safe(facts.camera_id or facts.source or "")
     link = (
         f'<link uid="{_attr(sensor)}" type="{SENSOR_LINK_TYPE}" relation="p-p" />'
@@ -355,8 +366,7 @@ def build_detection_event(
     )
     return (
         f'<event version="{COT_VERSION}" uid="{_attr(event_uid)}" type="{cot_type}"'
-        f' time="{cot_time(generated_at)}" start="{cot_time(captured_at)}"'
-        f' stale="{cot_time(stale)}" how="{HOW_MACHINE_IMAGERY}">'
+        f' time="{generated}" start="{started}" stale="{stale}" how="{HOW_MACHINE_IMAGERY}">'
         f'<point lat="{geo.lat_deg:.7f}" lon="{geo.lon_deg:.7f}" hae="{geo.hae_m:.2f}"'
         f' ce="{ce:.2f}" le="{le:.2f}" />'
         f'<detail><contact callsign="{_attr(label_safe(_callsign(facts)))}" />'

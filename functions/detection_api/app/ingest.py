@@ -40,6 +40,7 @@ from detection_api.store.atomic import AtomicWriter, WindowCharge
 from detection_api.store.audit import AuditEvent, AuditLog
 from detection_api.store.records import (
     DeliveryState,
+    NewRecord,
     RecordStore,
     new_record,
     new_record_ids,
@@ -176,7 +177,7 @@ class Ingestor:
         submissions: list[Submission],
         detections: list[Detection],
         record_ids: list[str],
-        processed: dict[int, tuple[Outcome, dict[str, Any]]],
+        processed: dict[int, tuple[Outcome, NewRecord]],
         charges: Sequence[WindowCharge],
     ) -> list[Outcome]:
         markers = [s.idempotency for s in submissions]
@@ -191,7 +192,7 @@ class Ingestor:
             for i in pending:
                 outcome, fields = processed[i]
                 if i in job_of:
-                    fields["job_id"] = job_of[i]  # (a retry may put it in another job: reset)
+                    fields.job_id = job_of[i]  # (a retry may put it in another job: reset)
                 self.records.write_new(
                     recorder, record_ids[i], fields, idempotency=markers[i], now=accepted_at
                 )
@@ -242,9 +243,9 @@ class Ingestor:
         record_ids: list[str],
         batch: bool,
         now: datetime,
-    ) -> dict[int, tuple[Outcome, dict[str, Any]]]:
+    ) -> dict[int, tuple[Outcome, NewRecord]]:
         errors: list[dict[str, Any]] = []
-        out: dict[int, tuple[Outcome, dict[str, Any]]] = {}
+        out: dict[int, tuple[Outcome, NewRecord]] = {}
         detection_ids = [
             det.detection_id or sub.event_id or record_ids[i]
             for i, (det, sub) in enumerate(zip(detections, submissions, strict=True))
@@ -286,6 +287,7 @@ class Ingestor:
                 filter_reason=filter_reason,
             )
             fields = new_record(
+                record_id=record_ids[i],
                 state=state,
                 detection_id=detection_id,
                 uid=result.uid,

@@ -81,9 +81,6 @@ return existing
 """
 
 
-_TEXT_ONLY = {str}
-
-
 def json_command(command: Sequence[Any]) -> bytes | None:
     """A recorded command as one JSON array of its arguments' text, as redis-py would send them
     (``repr`` of numbers), for the script to decode with Redis's ``cjson``; None when an argument
@@ -95,9 +92,12 @@ def json_command(command: Sequence[Any]) -> bytes | None:
     records', which ``records.write_new`` writes as text) goes as it is, without the per-argument
     conversion."""
     texts: Sequence[Any]
-    if set(map(type, command)) == _TEXT_ONLY:
+    try:
+        # Joining is the check: it raises TypeError unless every argument is text, in a quarter
+        # of the time ``set(map(type, command))`` took for a record's 30 arguments.
+        "".join(command)
         texts = command
-    else:
+    except TypeError:
         texts = []
         for arg in command:
             kind = type(arg)

@@ -44,8 +44,10 @@ from detection_api.store.record_fields import (
     FIELDS,
     GEO_KEYS,
     DeliveryState,
+    NewRecord,
     decode,
     encode_fields,
+    encode_new,
     is_legacy,
     job_id_of,
     ms,
@@ -60,6 +62,7 @@ __all__ = [
     "MARK_CHUNK",
     "RECORD_PREFIX",
     "DeliveryState",
+    "NewRecord",
     "RecordStore",
     "decode",
     "idempotency_key",
@@ -115,14 +118,20 @@ class RecordStore:
         self,
         pipe: Pipeline,
         record_id: str,
-        fields: dict[str, Any],
+        fields: NewRecord | dict[str, Any],
         *,
         idempotency: str | None = None,
         now: float | None = None,
     ) -> None:
         """Record commands that create the record (and its idempotency marker, a key from
-        ``idempotency_key``) in the caller's pipeline. ``fields`` are API names (``FIELDS``)."""
-        mapping = encode_fields(fields, record_id=record_id, created_at=now or time.time())
+        ``idempotency_key``) in the caller's pipeline. ``fields``: ingest's ``new_record``, or
+        any fields by their API names (``FIELDS``)."""
+        created_at = now or time.time()
+        if isinstance(fields, NewRecord):
+            pairs = encode_new(fields, record_id=record_id, created_at=created_at)
+        else:
+            mapping = encode_fields(fields, record_id=record_id, created_at=created_at)
+            pairs = list(chain.from_iterable(mapping.items()))
         retention = self._retention_text
         # Recorded as plain commands: redis-py's ``set`` checks its experimental options on every
         # call (7 us, a twentieth of a detection's ingest), ``hset`` and ``expire`` their own.
@@ -131,7 +140,7 @@ class RecordStore:
         if idempotency is not None:
             pipe.execute_command("SET", idempotency, record_id, "EX", retention)
         key = record_key(record_id)
-        pipe.execute_command("HSET", key, *chain.from_iterable(mapping.items()))
+        pipe.execute_command("HSET", key, *pairs)
         pipe.execute_command("EXPIRE", key, retention)
 
     def get_raw(self, record_id: str) -> dict[Any, Any]:
