@@ -241,7 +241,7 @@ def test_long_values_split_into_pieces_at_the_listpack_limit() -> None:
 
     def pieces(value: str) -> list[str]:
         encoded = encode_fields({"filter_reason": value}, record_id="r1", created_at=1.0)
-        return [k for k in encoded if k.startswith("f")]
+        return [k for k in encoded[::2] if k.startswith("f")]
 
     assert pieces("x" * 64) == ["f"]
     assert pieces("x" * 65) == ["f", "f~1"]
@@ -357,4 +357,4 @@ def test_ingest_records_encode_as_the_general_encoding(
     created_at = 2_000_000_000.25
     pairs = encode_new(record, record_id=record_id, created_at=created_at)
     general = encode_fields(fields, record_id=record_id, created_at=created_at)
-    assert pairs == [item for pair in general.items() for item in pair]
+    assert pairs == general

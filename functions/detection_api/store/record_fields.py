@@ -212,10 +212,11 @@ def _default(name: str, record_id: str) -> str | None:
     return None
 
 
-def encode_fields(fields: dict[str, Any], *, record_id: str, created_at: float) -> dict[str, Any]:
-    """The compact hash of a new record from its API fields (None and redundant values are left
-    out: ``detection_id`` and ``job_id`` equal to the record id). Ingest's own records take
-    ``new_record`` and ``encode_new``, which give the same hash."""
+def encode_fields(fields: dict[str, Any], *, record_id: str, created_at: float) -> list[str]:
+    """The compact hash of a new record from its API fields, as the flat field/value list
+    ``HSET`` takes (None and redundant values are left out: ``detection_id`` and ``job_id``
+    equal to the record id). Ingest's own records take ``new_record`` and ``encode_new``, which
+    give the same list."""
     pairs: list[str] = []
     created_ms = ms(created_at)
     for name, value in fields.items():
@@ -235,7 +236,7 @@ def encode_fields(fields: dict[str, Any], *, record_id: str, created_at: float) 
     # The id is redundant with the key, but a previous revision reading this record during a
     # traffic split (a redelivery answered from it) needs it to answer rather than fail.
     pairs += ("id", record_id)
-    return dict(zip(pairs[::2], pairs[1::2], strict=True))
+    return pairs
 
 
 def _joined(raw: dict[Any, Any]) -> dict[str, str]:

@@ -34,7 +34,6 @@ import hashlib
 import os
 import time
 from collections.abc import Sequence
-from itertools import chain
 from typing import Any
 
 from redis import Redis
@@ -130,8 +129,7 @@ class RecordStore:
         if isinstance(fields, NewRecord):
             pairs = encode_new(fields, record_id=record_id, created_at=created_at)
         else:
-            mapping = encode_fields(fields, record_id=record_id, created_at=created_at)
-            pairs = list(chain.from_iterable(mapping.items()))
+            pairs = encode_fields(fields, record_id=record_id, created_at=created_at)
         retention = self._retention_text
         # Recorded as plain commands: redis-py's ``set`` checks its experimental options on every
         # call (7 us, a twentieth of a detection's ingest), ``hset`` and ``expire`` their own.
