@@ -212,15 +212,17 @@ def _describe(
         producer=producer,
     )
     cot_type = cot_type_for(det.object_class, config.type_map)
+    # Named tuples built positionally, in field order (with keywords a type call gets them as a
+    # dict: twice the instructions of the construction)
     facts = DetectionFacts(
-        record_id=record_id,
-        detection_id=detection_id,
-        object_class=det.object_class,
-        ai_confidence=det.ai_confidence,
-        camera_id=det.camera_id,
-        track_id=det.track_id,
-        source=det.source,
-        image_sha256=det.image_sha256,
+        record_id,
+        detection_id,
+        det.object_class,
+        det.ai_confidence,
+        det.camera_id,
+        det.track_id,
+        det.source,
+        det.image_sha256,
     )
     cot_xml = build_detection_event(
         uid=uid,
@@ -232,13 +234,7 @@ def _describe(
         stale_seconds=config.stale_seconds,
     )
     return ProcessedDetection(
-        record_id=record_id,
-        detection_id=detection_id,
-        uid=uid,
-        cot_type=cot_type,
-        geolocation=geolocation,
-        cot_xml=cot_xml,
-        generated_at=generated_at,
+        record_id, detection_id, uid, cot_type, geolocation, cot_xml, generated_at
     )
 
 

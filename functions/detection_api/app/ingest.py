@@ -274,23 +274,26 @@ class Ingestor:
             geolocation = next(located)
             filter_reason = self._filter_reason(det, geolocation)
             state = DeliveryState.FILTERED if filter_reason else DeliveryState.QUEUED
+            # Positional where a keyword call would cost a dict per detection: Outcome's fields
+            # in order (a class call gets keywords as a dict), and new_record's first four (with
+            # more than 15 keywords CPython compiles the call to build one).
             outcome = Outcome(
-                record_id=record_ids[i],
-                detection_id=detection_id,
-                state=str(state),
-                duplicate=False,
-                uid=result.uid,
-                cot_type=result.cot_type,
-                cot_xml=result.cot_xml,
-                object_class=det.object_class,
-                geolocation=geolocation,
-                filter_reason=filter_reason,
+                record_ids[i],  # record_id
+                detection_id,
+                str(state),
+                False,  # duplicate
+                result.uid,
+                result.cot_type,
+                result.cot_xml,
+                det.object_class,
+                geolocation,
+                filter_reason,
             )
             fields = new_record(
-                record_id=record_ids[i],
-                state=state,
-                detection_id=detection_id,
-                uid=result.uid,
+                record_ids[i],
+                state,
+                detection_id,
+                result.uid,
                 cot_type=result.cot_type,
                 # A queued detection's CoT is stored once, in its delivery job.
                 cot=result.cot_xml if filter_reason else None,

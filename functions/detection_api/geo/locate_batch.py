@@ -264,18 +264,20 @@ def locate_vectorised(
         strict=True,
     )
     for i, lat_out, lon_out, hae, slant, distance, c90, l90, ve, cen, vn, flag in rows:
+        # In field order, positionally: a named tuple called with keywords gets them as a dict
+        # (type calls do), twice the instructions of the whole construction.
         results[i] = Geolocation(
-            lat_deg=lat_out,
-            lon_deg=lon_out,
-            hae_m=hae,
-            slant_range_m=slant,
-            ground_distance_m=distance,
-            ce90_m=c90,
-            le90_m=l90,
-            ce_m=c90 / CE90_PER_SIGMA_CIRCULAR,
-            le_m=l90 / LE90_PER_SIGMA,
-            covariance_en_m2=(ve, cen, vn),
-            flag=_FLAGS[flag],
+            lat_out,  # lat_deg
+            lon_out,  # lon_deg
+            hae,  # hae_m
+            slant,  # slant_range_m
+            distance,  # ground_distance_m
+            c90,  # ce90_m
+            l90,  # le90_m
+            c90 / CE90_PER_SIGMA_CIRCULAR,  # ce_m
+            l90 / LE90_PER_SIGMA,  # le_m
+            (ve, cen, vn),  # covariance_en_m2
+            _FLAGS[flag],  # flag
         )
     return results
 

@@ -37,9 +37,9 @@ def create_detections() -> Response:
     items = payload if batch else [payload]
     admit(len(items))
     producer = producer_of(principal())
-    submissions = [
-        Submission(payload=item, identity=v1_identity(item), producer=producer) for item in items
-    ]
+    # Positional, in field order (payload, identity, event_id, event_source, producer): a named
+    # tuple called with keywords gets them as a dict, per detection.
+    submissions = [Submission(item, v1_identity(item), None, None, producer) for item in items]
     outcomes = ingest(submissions, batch=batch)
     if wants_json(request.headers.get("Accept")):
         body: Any = [o.as_json() for o in outcomes] if batch else outcomes[0].as_json()
