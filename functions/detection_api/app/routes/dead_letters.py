@@ -32,8 +32,7 @@ def receive_dead_letter() -> Response:
         )
     except RedisError:
         raise redis_unavailable() from None  # Knative retries 5xx: the letter is not lost
-    code = letter.attributes.get("knativeerrorcode", "")
-    label = code if code.isdigit() and len(code) == 3 else "other"
+    label = error_code_label(letter.attributes.get("knativeerrorcode", ""))
     if stored:
         found.dead_letters_received.labels(label).inc()
     log.warning(
@@ -43,3 +42,10 @@ def receive_dead_letter() -> Response:
         extra={"event_id": letter.attributes.get("id", "")[:128]},
     )
     return Response(status=202)
+
+
+def error_code_label(code: str) -> str:
+    """The metric label of a dead letter's ``knativeerrorcode``: an HTTP status as it is, anything
+    else ``other`` (a label per producer-chosen value would grow the metric without bound).
+    ASCII digits only: ``str.isdigit`` also takes other scripts' digits ("٥٠٠", "５００")."""
+    return code if len(code) == 3 and code.isascii() and code.isdigit() else "other"
