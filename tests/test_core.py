@@ -22,7 +22,8 @@ from detection_api.core import (
     process_detection,
     process_detections,
 )
-from detection_api.cot import DEFAULT_TYPE_MAP, DETAIL_ELEMENT
+from detection_api.cot import DETAIL_ELEMENT
+from detection_api.cot_types import DEFAULT_TYPE_MAP
 from detection_api.geo.types import (
     ConfidenceFlag,
     GeolocationError,

@@ -19,18 +19,13 @@ from pydantic import ValidationError
 
 from detection_api.core import CoreConfig, process_detection
 from detection_api.cot import (
-    DEFAULT_TYPE_MAP,
     DETAIL_ELEMENT,
-    UNMAPPED_TYPE,
     DetectionFacts,
     build_detection_event,
     build_ping,
     cot_time,
-    cot_type_for,
     detection_uid,
     label_safe,
-    normalise_class,
-    parse_type_map,
     xml_safe,
 )
 from detection_api.geo.types import ConfidenceFlag, Geolocation
@@ -323,63 +318,6 @@ def test_cot_time_refuses_naive_datetimes() -> None:
 
 def test_cot_time_pads_milliseconds() -> None:
     assert cot_time(datetime(2026, 1, 2, 3, 4, 5, 7_000, tzinfo=UTC)) == "2026-01-02T03:04:05.007Z"
-
-
-# --- types ----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("object_class", "expected"),
-    [
-        ("person", "a-u-G"),
-        ("Vehicle", "a-u-G-E-V"),
-        ("CAR", "a-u-G-E-V"),
-        ("truck", "a-u-G-E-V"),
-        ("bus", "a-u-G-E-V-U-B"),
-        ("drone", "a-u-A"),
-        ("airplane", "a-u-A"),
-        ("boat", "a-u-S"),
-        ("Armored_Vehicle", "a-u-G-E-V-A-T"),
-        ("armored  -vehicle", "a-u-G-E-V-A-T"),
-        ("giraffe", UNMAPPED_TYPE),
-    ],
-)
-def test_class_to_type(object_class: str, expected: str) -> None:
-    assert cot_type_for(object_class) == expected
-
-
-def test_default_types_are_unknown_affiliation_atoms() -> None:
-    for cot_type in DEFAULT_TYPE_MAP.values():
-        assert re.fullmatch(r"a-u-[A-Z](-[A-Za-z]+)*", cot_type)
-    assert UNMAPPED_TYPE == "a-u-G"
-
-
-def test_type_map_override_is_merged_over_the_default() -> None:
-    merged = parse_type_map('{"Car": "a-u-G-E-V-C", "Forklift": "a-u-G-E-V-U"}')
-    assert cot_type_for("car", merged) == "a-u-G-E-V-C"
-    assert cot_type_for("FORKLIFT", merged) == "a-u-G-E-V-U"
-    assert cot_type_for("person", merged) == "a-u-G"  # default kept
-    assert parse_type_map("") == dict(DEFAULT_TYPE_MAP)
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("{not json", "not valid JSON"),
-        ('["car"]', "JSON object"),
-        ('{"car": 5}', "not a CoT type"),
-        ('{"car": "a-u-G <x>"}', "not a CoT type"),
-        ('{" ": "a-u-G"}', "empty object class"),
-    ],
-)
-def test_bad_type_map_is_refused(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        parse_type_map(text)
-
-
-def test_normalise_class() -> None:
-    assert normalise_class("  Pickup_Truck ") == "pickup truck"
-    assert normalise_class("pickup-truck") == "pickup truck"
 
 
 # --- uid ------------------------------------------------------------------------------------------

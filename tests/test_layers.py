@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "functions" / "detection_api"
 LAYERS = {
     "geo": 0,
     "cot": 0,
+    "cot_types": 0,
     "model": 0,
     "core": 0,
     "decimal_arrays": 0,

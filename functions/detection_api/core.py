@@ -15,13 +15,11 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from detection_api.cot import (
-    DEFAULT_TYPE_MAP,
     DetectionFacts,
     build_detection_event,
-    cot_type_for,
     detection_uid,
-    parse_type_map,
 )
+from detection_api.cot_types import DEFAULT_TYPE_MAP, cot_type_for, parse_type_map
 from detection_api.geo.locate import locate
 from detection_api.geo.terrain import TerrainMiss
 from detection_api.geo.terrain_locate import locate_on_terrain

@@ -36,46 +36,25 @@ Event shape::
   detection event is written from a template, byte-for-byte what ElementTree serialises for the
   same tree (five times cheaper; issue 12); the ping is still built with ElementTree.
 
-CoT type by object class (unknown affiliation ``a-u`` until a human confirms; classes are matched
-case-insensitively, with ``_``/``-``/runs of spaces treated as one space). ``COT_TYPE_MAP`` (a JSON
-object) is merged over this table. Anything unmapped is ``a-u-G`` (ground track).
-
-=============================================  ==================  ==========================
-object class                                   CoT type            MIL-STD-2525 / CoT meaning
-=============================================  ==================  ==========================
-person, people, pedestrian, human              a-u-G               ground track
-vehicle, car, truck, van, pickup, suv          a-u-G-E-V           ground vehicle
-motorcycle, bicycle                            a-u-G-E-V           ground vehicle
-bus                                            a-u-G-E-V-U-B       utility vehicle / bus
-tank, armored vehicle                          a-u-G-E-V-A-T       armoured vehicle / tank
-train, locomotive                              a-u-G-E-V-T         locomotive
-aircraft, airplane, plane, helicopter          a-u-A               air track
-drone, uav                                     a-u-A               air track
-boat, ship, vessel                             a-u-S               sea surface track
-building                                       a-u-G-I             building
-weapon                                         a-u-G-E-W           ground weapon
-=============================================  ==================  ==========================
+CoT types by object class: ``cot_types.py``.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 import re
 import xml.etree.ElementTree as ET  # nosec B405 # builds XML; parses nothing
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from types import MappingProxyType
 from typing import NamedTuple
 from xml.sax.saxutils import escape as _escape  # nosec B406 # escapes text; parses nothing
 
+from detection_api.cot_types import is_cot_type
 from detection_api.geo.types import Geolocation
 
 COT_VERSION = "2.0"
 HOW_MACHINE_IMAGERY = "m-i"
-UNMAPPED_TYPE = "a-u-G"
 SENSOR_LINK_TYPE = "a-f-G-E-S"  # friendly ground equipment, sensor: the camera that saw it
 DETAIL_ELEMENT = "__detection"
 UID_PREFIX = "detection-api"
@@ -83,45 +62,6 @@ PING_TYPE = "t-x-c-t"
 PONG_TYPE = "t-x-c-t-r"
 TAK_UNKNOWN_ERROR = 9_999_999.0  # TAK's "unknown" ce/le
 
-_VEHICLE = "a-u-G-E-V"
-_AIR = "a-u-A"
-_SEA = "a-u-S"
-DEFAULT_TYPE_MAP: Mapping[str, str] = MappingProxyType(
-    {
-        "person": UNMAPPED_TYPE,
-        "people": UNMAPPED_TYPE,
-        "pedestrian": UNMAPPED_TYPE,
-        "human": UNMAPPED_TYPE,
-        "vehicle": _VEHICLE,
-        "car": _VEHICLE,
-        "truck": _VEHICLE,
-        "van": _VEHICLE,
-        "pickup": _VEHICLE,
-        "suv": _VEHICLE,
-        "motorcycle": _VEHICLE,
-        "bicycle": _VEHICLE,
-        "bus": "a-u-G-E-V-U-B",
-        "tank": "a-u-G-E-V-A-T",
-        "armored vehicle": "a-u-G-E-V-A-T",
-        "train": "a-u-G-E-V-T",
-        "locomotive": "a-u-G-E-V-T",
-        "aircraft": _AIR,
-        "airplane": _AIR,
-        "plane": _AIR,
-        "helicopter": _AIR,
-        "drone": _AIR,
-        "uav": _AIR,
-        "boat": _SEA,
-        "ship": _SEA,
-        "vessel": _SEA,
-        "building": "a-u-G-I",
-        "weapon": "a-u-G-E-W",
-    }
-)
-
-# CoT 2.0 base schema pattern for `type` (without the optional ";..." component we never emit).
-_COT_TYPE = re.compile(r"^\w+(-\w+)*$", re.ASCII)
-_CLASS_SEPARATORS = re.compile(r"[\s_-]+")
 # Everything XML 1.0 does not allow in a document (C0 controls but tab/LF/CR, surrogates, FFFE/F).
 _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 # Also removed from map labels (callsign, remarks): C1 controls and the Unicode bidirectional
@@ -138,45 +78,6 @@ _PRODUCER_TAG_CHARS = 12
 _MAX_UID_PART = 128
 _MAX_CALLSIGN = 64
 _CALLSIGN_ID_CHARS = 6
-
-
-# --- class -> type ------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=4096)  # a site sees a few dozen classes, in every request
-def normalise_class(object_class: str) -> str:
-    """The map key of a class: case-folded, ``_``/``-``/whitespace runs as one space."""
-    return _CLASS_SEPARATORS.sub(" ", object_class).strip().casefold()
-
-
-def parse_type_map(text: str, base: Mapping[str, str] = DEFAULT_TYPE_MAP) -> dict[str, str]:
-    """``COT_TYPE_MAP`` (a JSON object ``{"class": "type"}``) merged over ``base``.
-
-    Raises ValueError naming the bad entry, so a misconfiguration stops the process at start.
-    """
-    merged = dict(base)
-    if not text.strip():
-        return merged
-    try:
-        overrides = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"COT_TYPE_MAP is not valid JSON: {exc.msg}") from None
-    if not isinstance(overrides, dict):
-        raise ValueError('COT_TYPE_MAP must be a JSON object {"object class": "CoT type"}')
-    for object_class, cot_type in overrides.items():
-        if not isinstance(cot_type, str) or not _COT_TYPE.match(cot_type):
-            raise ValueError(
-                f"COT_TYPE_MAP[{object_class!r}] = {cot_type!r} is not a CoT type like a-u-G-E-V"
-            )
-        key = normalise_class(object_class)
-        if not key:
-            raise ValueError("COT_TYPE_MAP has an empty object class")
-        merged[key] = cot_type
-    return merged
-
-
-def cot_type_for(object_class: str, type_map: Mapping[str, str] = DEFAULT_TYPE_MAP) -> str:
-    return type_map.get(normalise_class(object_class), UNMAPPED_TYPE)
 
 
 # --- small formatting helpers ------------------------------------------------------------------
@@ -353,7 +254,7 @@ def _sensor_link(camera_or_source: str) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _checked_type(cot_type: str) -> str:
-    if not _COT_TYPE.match(cot_type):
+    if not is_cot_type(cot_type):
         raise ValueError(f"not a CoT type: {cot_type!r}")
     return cot_type
 

@@ -23,7 +23,7 @@ from detection_api.app.request_metrics import MeteredFlask, install_request_metr
 from detection_api.app.routes import BLUEPRINTS
 from detection_api.app.security import install_auth, install_cors_and_headers, install_rate_limits
 from detection_api.app.services import Services, attach
-from detection_api.cot import DEFAULT_TYPE_MAP
+from detection_api.cot_types import DEFAULT_TYPE_MAP
 from detection_api.logs import configure_logging
 from detection_api.settings import ConfigError, Settings, get_settings
 from detection_api.store.queue_depth import QueueDepthCollector
