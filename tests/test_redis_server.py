@@ -10,7 +10,13 @@ from detection_api.local.redis_server import DEFAULT_SAVE_POINTS, RedisServer
 def _persistence(server: RedisServer) -> dict[str, str]:
     client = server.client(decode_responses=True)
     try:
-        names = ("appendonly", "appendfsync", "save", "auto-aof-rewrite-percentage")
+        names = (
+            "appendonly",
+            "appendfsync",
+            "save",
+            "auto-aof-rewrite-percentage",
+            "hash-max-ziplist-value",
+        )
         return {name: client.config_get(name)[name] for name in names}
     finally:
         client.close()
@@ -26,6 +32,7 @@ def test_default_keeps_snapshots_and_aof_rewrites(tmp_path: Path) -> None:
     assert settings["appendfsync"] == "always"
     assert settings["save"] == " ".join(f"{s} {c}" for s, c in DEFAULT_SAVE_POINTS)
     assert settings["auto-aof-rewrite-percentage"] == "100"
+    assert settings["hash-max-ziplist-value"] == "2048"  # single-delivery jobs stay listpacks
 
 
 def test_without_save_points_or_rewrites_nothing_forks_but_every_write_is_fsynced(
@@ -41,4 +48,5 @@ def test_without_save_points_or_rewrites_nothing_forks_but_every_write_is_fsynce
         "appendfsync": "always",
         "save": "",
         "auto-aof-rewrite-percentage": "0",
+        "hash-max-ziplist-value": "2048",
     }

@@ -10,12 +10,13 @@ from redis import Redis
 from rq.serializers import JSONSerializer
 from rq.utils import utcformat, utcparse
 
-from detection_api.store.atomic import AtomicWriter
+from detection_api.store.atomic import AtomicWriter, json_command
 from detection_api.store.tak_jobs import (
     DELIVER_FUNC,
     PAYLOAD_VERSION,
     VANISHED,
     Delivery,
+    JobCall,
     PayloadRejected,
     check_cot_events,
     cot_of,
@@ -215,13 +216,13 @@ def test_job_stamps_are_rqs_own_text(moment: datetime) -> None:
     assert utcparse(rq_timestamp(moment)) == moment
 
 
-@pytest.mark.parametrize("count", [1, 12, 100])
+@pytest.mark.parametrize("count", [2, 12, 100])
 def test_job_data_is_compressed_nearly_as_small_as_rq_compresses_it(
     redis: Redis, count: int
 ) -> None:
     """Jobs are compressed at zlib's level 1 (half the time of rq's level 6 for a full job) and
     small ones with a smaller match table (cheaper to set up); the bytes must stay within 12% of
-    rq's own ``zlib.compress`` of the same call, from one delivery to a full job."""
+    rq's own ``zlib.compress`` of the same call, from two deliveries to a full job."""
     deliveries = [
         Delivery(f"{i:032x}", event(f"detection-api.{i:032x}"), 1.5 + i, f"idem:{i}")
         for i in range(count)
@@ -233,3 +234,28 @@ def test_job_data_is_compressed_nearly_as_small_as_rq_compresses_it(
     assert data is not None
     raw = zlib.decompress(data)
     assert len(data) <= 1.12 * len(zlib.compress(raw))
+
+
+def test_a_job_of_one_delivery_keeps_its_call_as_json_text_that_rq_reads(redis: Redis) -> None:
+    """One delivery: the call's JSON text, uncompressed (zlib's set-up cost more than the bytes
+    it saved). rq and the forwarder's reader both take it, the whole HSET travels as one JSON
+    command through the ingest write, and Redis (``hash-max-listpack-value`` 2048, as
+    local/redis_server.py and the manifests set it) keeps the job hash a listpack."""
+    job_id = f"{7:032x}"
+    delivery = Delivery(job_id, event(f"detection-api.{job_id}") * 8, 1.5, "idem:7")
+    queue = tak_queue(redis)
+    writer = AtomicWriter(redis)
+    recorder = writer.recorder()
+    enqueue_deliveries(queue, recorder, [delivery])
+    hset = next(args for args, _ in recorder.command_stack if args[0] == "HSET")
+    assert json_command(hset) is not None  # all text: one argument of the script
+    assert writer.write_if_absent([], recorder) == []
+
+    kwargs = job_kwargs([delivery])
+    data = redis.hget(f"rq:job:{job_id}", "data")
+    assert data is not None and data.startswith(b'["detection_api.tak.jobs.deliver_cot",')
+    assert JSONSerializer.loads(data) == [DELIVER_FUNC, None, [], kwargs]
+    job = queue.fetch_job(job_id)
+    assert job is not None and job.kwargs == kwargs and job.func_name == DELIVER_FUNC
+    assert read_job_calls(redis, [job_id]) == [JobCall(DELIVER_FUNC, kwargs)]
+    assert redis.object("encoding", f"rq:job:{job_id}") in (b"listpack", b"ziplist")

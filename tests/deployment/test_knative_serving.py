@@ -214,6 +214,8 @@ def test_redis_is_durable_and_never_evicts() -> None:
     # Redis refuses writes before the kernel kills it: maxmemory well under the memory limit.
     assert int(flags["maxmemory"].removesuffix("mb")) * 2**20 < 0.75 * 2**30
     assert container["resources"]["limits"]["memory"] == "1Gi"
+    # A job of one delivery (uncompressed, store/tak_jobs.py) stays a listpack, as locally.
+    assert flags["hash-max-listpack-value"] == "2048"
 
 
 def test_redis_data_is_on_its_own_encrypted_ssd_volume() -> None:

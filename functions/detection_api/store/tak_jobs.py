@@ -108,15 +108,31 @@ def rq_timestamp(moment: datetime) -> str:
 _ZLIB_LEVEL = 1
 
 
+def _job_data(call_json: bytes, deliveries: int) -> bytes | str:
+    """The job's ``data`` field: the JSON-serialised call, zlib-compressed as rq stores it, except
+    in a job of one delivery, which keeps it as JSON text.
+
+    zlib's fixed cost (its state's set-up and Huffman tables, whatever the level) was 156 K of a
+    single request's 2,085 K instructions (7.5%), to save about 440 of a single delivery's
+    ~1,000 bytes. rq's ``Job.restore`` and ``_decode_call`` read uncompressed data (a JSON array
+    starts with ``[``, never a zlib header). As text, the job's ``HSET`` travels as one JSON
+    command (``atomic.json_command``) rather than argument by argument. Redis keeps such a job's
+    hash as a listpack when ``hash-max-listpack-value`` allows the value (``local/redis_server.py``
+    and the manifests set 2048), which more than pays for the uncompressed bytes."""
+    if deliveries == 1:
+        return call_json.decode()
+    return _compress(call_json)
+
+
 def _compress(data: bytes) -> bytes:
     """zlib, as rq's ``data`` field is, at level 1 rather than rq's 6, with a window no larger
     than the data (the same output: the window covers all of it) and, under 8 KiB, ``memLevel``
     4: a match table of 2 Ki entries instead of 32 Ki, whose set-up was most of the cost for a
-    600-byte single delivery. CoT events repeat their structure, which level 1 already finds:
+    small job. CoT events repeat their structure, which level 1 already finds:
     a full job of 100 deliveries (98 KB of JSON) compresses in half the time of level 6 (589 us
     against 1,216 us here) to 10% more bytes (9.8 KB against 8.9 KB: 9 B more per detection, of
-    the ~590 B a queued detection holds in Redis); one delivery, 597 B against 584 B. Any zlib
-    decompressor (rq's, ``_decode_call``) reads any level."""
+    the ~590 B a queued detection holds in Redis). Any zlib decompressor (rq's,
+    ``_decode_call``) reads any level."""
     wbits = max(9, min(15, len(data).bit_length()))
     mem_level = 4 if len(data) < 8192 else 8
     compressor = zlib.compressobj(_ZLIB_LEVEL, zlib.DEFLATED, wbits, mem_level)
@@ -131,11 +147,12 @@ def enqueue_deliveries(
     ``atomic.AtomicWriter`` (one Lua script). Returns the job ids.
 
     The job hashes are written directly, as rq's ``Queue.enqueue_call`` writes them (same
-    fields, same ``data`` encoding: zlib of the JSON-serialised call, see ``_compress``), without
-    building an rq ``Job`` per request (about a tenth of a single request's function time).
-    rq, ``rq info`` and the forwarder read them as rq's own. The JSON is orjson's: compact
-    separators and UTF-8 where rq's ``JSONSerializer`` writes ``", "`` and ``\\u`` escapes, the
-    same value for any JSON reader (rq's included), at a tenth of the cost for a full job."""
+    fields; ``data`` the JSON-serialised call, zlib-compressed unless the job has one delivery:
+    ``_job_data``), without building an rq ``Job`` per request (about a tenth of a single
+    request's function time). rq, ``rq info`` and the forwarder read them as rq's own. The JSON
+    is orjson's: compact separators and UTF-8 where rq's ``JSONSerializer`` writes ``", "`` and
+    ``\\u`` escapes, the same value for any JSON reader (rq's included), at a tenth of the cost
+    for a full job."""
     size = max(1, min(per_job, MAX_DELIVERIES_PER_JOB))
     if not deliveries:
         return []
@@ -148,7 +165,7 @@ def enqueue_deliveries(
         call = (DELIVER_FUNC, None, (), job_kwargs(chunk))
         fields = {
             "created_at": stamp,
-            "data": _compress(orjson.dumps(call)),
+            "data": _job_data(orjson.dumps(call), len(chunk)),
             **_JOB_FIELDS,
             "description": f"deliver {len(chunk)} detection(s) to TAK",
             "enqueued_at": stamp,
