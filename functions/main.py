@@ -34,9 +34,8 @@ settle_collector()  # start-up's objects out of the collector's way (app/collect
 @functions_framework.http
 def detection_api(request: Request) -> Response:
     """The target, for a framework that calls it (the WSGI hand-over below makes this unused
-    under functions-framework's own server)."""
-    with _APP.request_context(request.environ):
-        return _APP.full_dispatch_request()
+    under functions-framework's own server): the whole WSGI app, its middleware included."""
+    return Response.from_app(_APP, request.environ)
 
 
 if has_app_context():
