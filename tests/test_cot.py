@@ -320,6 +320,28 @@ def test_cot_time_pads_milliseconds() -> None:
     assert cot_time(datetime(2026, 1, 2, 3, 4, 5, 7_000, tzinfo=UTC)) == "2026-01-02T03:04:05.007Z"
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    moment=st.datetimes(
+        min_value=datetime(2, 1, 1),
+        max_value=datetime(9998, 12, 30),
+        timezones=st.sampled_from(
+            [
+                UTC,
+                timezone(timedelta(0), "Z"),  # UTC, but not the UTC object
+                timezone(timedelta(hours=5, minutes=30)),
+                timezone(-timedelta(hours=8)),
+            ]
+        ),
+    )
+)
+@example(moment=datetime(999, 1, 2, 3, 4, 5, 999_999, tzinfo=UTC))  # a year of three digits
+@example(moment=datetime(2026, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1))))  # a day back
+def test_cot_time_is_isoformats_utc_text_truncated_to_milliseconds(moment: datetime) -> None:
+    utc = moment.astimezone(UTC).replace(tzinfo=None)
+    assert cot_time.__wrapped__(moment) == utc.isoformat(timespec="milliseconds") + "Z"
+
+
 # --- uid ------------------------------------------------------------------------------------------
 
 

@@ -129,13 +129,26 @@ def detection_uid(
     return f"{UID_PREFIX}.{_uid_part(record_id)}"
 
 
+_COT_TIME = "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ"
+
+
 @functools.lru_cache(maxsize=1024)  # a request's events share times: generation, capture, stale
 def cot_time(moment: datetime) -> str:
     """UTC RFC 3339 with ``Z`` and milliseconds (truncated), e.g. 2026-11-27T02:40:16.123Z."""
     if moment.tzinfo is None:
         raise ValueError("CoT times need an aware datetime")
-    utc = moment.astimezone(UTC).replace(tzinfo=None)
-    return utc.isoformat(timespec="milliseconds") + "Z"  # isoformat truncates to milliseconds
+    utc = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    # printf-style: half the cost of astimezone, replace and isoformat for the time a single
+    # request generates (a miss of the caches: its events share no time with earlier ones)
+    return _COT_TIME % (
+        utc.year,
+        utc.month,
+        utc.day,
+        utc.hour,
+        utc.minute,
+        utc.second,
+        utc.microsecond // 1000,  # truncated to milliseconds, as isoformat's timespec does
+    )
 
 
 @functools.lru_cache(maxsize=1024)  # a request's events share their generation time, and a
