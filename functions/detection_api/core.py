@@ -247,13 +247,22 @@ def geolocate(det: Detection, config: CoreConfig) -> Geolocation:
     pose, intrinsics, pixel_x, pixel_y, sigmas = det.geometry_inputs()
     meta = det.sensor_metadata
     reference = meta.altitude_reference
+    if config.dem is None and reference == AltitudeReference.GROUND:  # the v1 path
+        return locate(
+            pose,
+            intrinsics,
+            pixel_x,
+            pixel_y,
+            sigmas,
+            max_range_m=config.max_range_m,
+            green_max_m=config.green_max_m,
+            yellow_max_m=config.yellow_max_m,
+        )
     limits = {
         "max_range_m": config.max_range_m,
         "green_max_m": config.green_max_m,
         "yellow_max_m": config.yellow_max_m,
     }
-    if config.dem is None and reference == AltitudeReference.GROUND:
-        return locate(pose, intrinsics, pixel_x, pixel_y, sigmas, **limits)  # the v1 path
 
     note = "no_dem"
     if reference == AltitudeReference.ELLIPSOID:

@@ -79,7 +79,13 @@ def ecef_to_enu(frame: EnuFrame, vector_ecef: Vec3) -> Vec3:
 def frame_in_frame(reference: EnuFrame, frame: EnuFrame) -> EnuFrame:
     """The unit vectors of ``frame`` expressed in East/North/Up components of ``reference``."""
     re, rn, ru = reference
-    return EnuFrame(*((dot(re, axis), dot(rn, axis), dot(ru, axis)) for axis in frame))
+    east, north, up = frame
+    # written out: a generator unpacked into the constructor was twice the cost
+    return EnuFrame(
+        (dot(re, east), dot(rn, east), dot(ru, east)),
+        (dot(re, north), dot(rn, north), dot(ru, north)),
+        (dot(re, up), dot(rn, up), dot(ru, up)),
+    )
 
 
 def prime_vertical_radius_m(lat_rad: float) -> float:

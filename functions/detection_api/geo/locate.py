@@ -146,20 +146,21 @@ def hit_geolocation(
     """The answer for a hit at ``hit_rad`` (latitude, longitude) seen from ``camera_rad``, with this
     horizontal covariance and le90; ``flag_limits`` are the green and yellow ce90 limits."""
     ce90 = ce90_m(*covariance)
+    # Positional, in field order: a named tuple called with keywords gets them as a dict.
     return Geolocation(
-        lat_deg=math.degrees(hit_rad[0]),
-        lon_deg=normalize_longitude_deg(math.degrees(hit_rad[1])),
-        hae_m=hae_m,
-        slant_range_m=slant_range_m,
-        ground_distance_m=geodesic_distance_m(*camera_rad, *hit_rad),
-        ce90_m=ce90,
-        le90_m=le90,
-        ce_m=ce90 / CE90_PER_SIGMA_CIRCULAR,
-        le_m=le90 / LE90_PER_SIGMA,
-        covariance_en_m2=covariance,
-        flag=confidence_flag(ce90, *flag_limits),
-        terrain=terrain,
-        dem=dem,
+        math.degrees(hit_rad[0]),  # lat_deg
+        normalize_longitude_deg(math.degrees(hit_rad[1])),  # lon_deg
+        hae_m,
+        slant_range_m,
+        geodesic_distance_m(*camera_rad, *hit_rad),  # ground_distance_m
+        ce90,  # ce90_m
+        le90,  # le90_m
+        ce90 / CE90_PER_SIGMA_CIRCULAR,  # ce_m
+        le90 / LE90_PER_SIGMA,  # le_m
+        covariance,  # covariance_en_m2
+        confidence_flag(ce90, *flag_limits),  # flag
+        terrain,
+        dem,
     )
 
 
