@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from flask import Flask, g
+from prometheus_client import CollectorRegistry
 
 from detection_api.app.problems import Problem
 from detection_api.app.security import RateLimits
@@ -144,3 +145,33 @@ def test_hsts_only_over_tls(base_url: str, forwarded: str | None, hsts: bool) ->
     assert ("Strict-Transport-Security" in answer.headers) is hsts
     if hsts:
         assert answer.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+
+
+def test_only_limited_requests_pay_in_the_before_request_hook(redis_server: RedisServer) -> None:
+    """Open paths and CORS preflights never pay; ingest routes pay in their write (not here);
+    any other request pays 1 when it arrives, and past the limit is answered 429."""
+    from detection_api.app.errors import ProblemResponder
+    from detection_api.app.metrics import FunctionMetrics
+    from detection_api.app.security import install_auth, install_rate_limits
+
+    settings = Settings(
+        redis_url=redis_server.url, auth_disabled=True, rate_limit="2/minute", jwt_secret_key=None
+    )
+    app = Flask("t")
+    ProblemResponder(FunctionMetrics(CollectorRegistry(), ()), 1024).install(app)
+    install_auth(app, settings)
+    install_rate_limits(app, settings)
+
+    @app.route("/health", methods=["GET", "OPTIONS"])
+    @app.route("/records", methods=["GET", "OPTIONS"])
+    @app.post("/api/v1/detections", endpoint="detections.create_detections")
+    def answer() -> str:
+        g.rate_charged = True  # as the ingest views mark it: their write took the charge
+        return "ok"
+
+    client = app.test_client()
+    for _ in range(4):
+        assert client.get("/health").status_code == 200
+        assert client.options("/records").status_code == 200
+        assert client.post("/api/v1/detections").status_code == 200
+    assert [client.get("/records").status_code for _ in range(3)] == [200, 200, 429]

@@ -350,6 +350,10 @@ _METRE_FIELDS = (
 _metres = attrgetter(*_METRE_FIELDS)  # a geolocation's lengths, in this order, as a tuple
 
 
+# printf-style: the same digits as the format spec "{:.6g}", which is parsed on every call
+_SIX_DIGITS = "%.6g"
+
+
 def _geolocation_dict(
     geo: Geolocation, degrees: Sequence[float], metres: Sequence[float]
 ) -> dict[str, Any]:
@@ -369,7 +373,11 @@ def _geolocation_dict(
         # str() of a StrEnum is its value, at a quarter of the cost of the `value` descriptor
         "flag": str(geo.flag),
         # Variances can be far below 1 m²: keep significant digits, not decimals.
-        "covariance_en_m2": [float(f"{var_e:.6g}"), float(f"{cov_en:.6g}"), float(f"{var_n:.6g}")],
+        "covariance_en_m2": [
+            float(_SIX_DIGITS % var_e),
+            float(_SIX_DIGITS % cov_en),
+            float(_SIX_DIGITS % var_n),
+        ],
         "terrain": str(geo.terrain),
     }
     if geo.dem:

@@ -27,7 +27,7 @@ from functools import wraps
 from timeit import default_timer
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Request, Response, request
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_flask_exporter import PrometheusMetrics
 
@@ -64,10 +64,6 @@ class MeteredFlask(Flask):
         if known is None:
             known = self._sync[func] = super().ensure_sync(func)
         return known
-
-
-def _endpoint() -> str:
-    return request.url_rule.rule if request.url_rule else "unmatched"
 
 
 def _not_through_ingress(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -112,7 +108,9 @@ def install_request_metrics(app: MeteredFlask, registry: CollectorRegistry) -> P
             status = str(response.status_code)
             return response
         finally:
-            method, endpoint = request.method, _endpoint()
+            req: Request = request._get_current_object()  # type: ignore[attr-defined]
+            rule = req.url_rule  # (the proxy resolved once, not three times)
+            method, endpoint = req.method, rule.rule if rule else "unmatched"
             durations(method, endpoint).observe(default_timer() - started)
             counts(method, endpoint, status).inc()
 

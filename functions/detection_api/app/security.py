@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from contextlib import suppress
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Request, Response, g, request
 from flask_cors import CORS
 from limits import RateLimitItem, parse_many
 from limits.storage import RedisStorage
@@ -54,10 +54,11 @@ HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 SECURE_HEADERS = (*SECURITY_HEADERS, HSTS)
 
 
-def _required_scope() -> Scope | None:
-    if request.path in OPEN_PATHS or request.method == "OPTIONS":
+def _required_scope(req: Request) -> Scope | None:
+    method = req.method
+    if method == "OPTIONS" or req.path in OPEN_PATHS:
         return None
-    if request.method in {"GET", "HEAD"}:
+    if method in {"GET", "HEAD"}:
         return Scope.READ
     return Scope.WRITE
 
@@ -147,17 +148,19 @@ def install_auth(app: Flask, settings: Settings) -> None:
 
     @app.before_request
     def _authenticate() -> None:
-        scope = _required_scope()
+        # The request proxy resolved once: each use of ``request`` looks the context up again.
+        req: Request = request._get_current_object()  # type: ignore[attr-defined]
+        scope = _required_scope(req)
         if scope is None:
             return
-        header = request.environ.get("HTTP_AUTHORIZATION", "")  # (one lookup, not three)
+        header = req.environ.get("HTTP_AUTHORIZATION", "")  # (one lookup, not three)
         if not header:
             trusted = _trusted_cluster_delivery(settings)
             if trusted is not None:
                 g.principal = trusted
                 return
         principal = _verify(header)
-        if principal.via == "eventing-oidc" and request.path not in EVENT_PATHS:
+        if principal.via == "eventing-oidc" and req.path not in EVENT_PATHS:
             raise Problem(403, "forbidden", "Forbidden", "eventing tokens may only deliver events")
         if not principal.allows(scope):
             raise Problem(403, "forbidden", "Forbidden", f"the token lacks the {scope} scope")
@@ -251,13 +254,12 @@ class RateLimits:
 def install_rate_limits(app: Flask, settings: Settings) -> RateLimits:
     limits = RateLimits(settings)
 
-    def limited(path: str) -> bool:
-        return path not in OPEN_PATHS and request.method != "OPTIONS"
-
     @app.before_request
     def _rate_limit() -> None:
-        if limited(request.path) and request.endpoint not in INGEST_ENDPOINTS:
-            limits.charge(1)
+        req: Request = request._get_current_object()  # type: ignore[attr-defined]
+        if req.endpoint in INGEST_ENDPOINTS or req.path in OPEN_PATHS or req.method == "OPTIONS":
+            return  # ingest pays with its write; open paths and preflights never pay
+        limits.charge(1)
 
     @app.after_request
     def _charge_rejected_ingest(response: Response) -> Response:

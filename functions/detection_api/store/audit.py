@@ -52,6 +52,8 @@ class AuditLog:
         self.redis = redis
         self.max_len = max_len
         self.retention_seconds = retention_seconds
+        # As text: a command of text alone reaches the ingest script as it is (atomic.json_command)
+        self._max_len_text = str(max_len)
 
     @staticmethod
     def _entry(event: AuditEvent, now: float | None, **fields: str | None) -> dict[str, Any]:
@@ -63,7 +65,7 @@ class AuditLog:
         """The entry on the global stream, capped near ``max_len``. As a plain command: redis-py's
         ``xadd`` checks its eight options on every call (a detection's ingest writes one)."""
         fields = chain.from_iterable(entry.items())
-        pipe.execute_command("XADD", AUDIT_STREAM, "MAXLEN", "~", self.max_len, "*", *fields)
+        pipe.execute_command("XADD", AUDIT_STREAM, "MAXLEN", "~", self._max_len_text, "*", *fields)
 
     def _trail(
         self, pipe: Pipeline | Redis, record_id: str, entry: dict[str, Any], ttl: int
@@ -109,7 +111,7 @@ class AuditLog:
         if not record_ids:
             return
         entry = self._entry(AuditEvent.RECEIVED, now)
-        entry.update(count=len(record_ids), record_ids=",".join(record_ids))
+        entry.update(count=str(len(record_ids)), record_ids=",".join(record_ids))
         if filtered_ids:
             entry["filtered_ids"] = ",".join(filtered_ids)
         self._add(pipe, entry)
@@ -135,7 +137,7 @@ class AuditLog:
         entry = self._entry(event, now, reason=reason)
         for record_id in record_ids if trail_ids is None else trail_ids:
             self._trail(pipe, record_id, entry, ttl_seconds or self.retention_seconds)
-        batch_entry = {**entry, "count": len(record_ids), "record_ids": ",".join(record_ids)}
+        batch_entry = {**entry, "count": str(len(record_ids)), "record_ids": ",".join(record_ids)}
         self._add(pipe, batch_entry)
 
     def events_for(self, record_id: str) -> list[dict[str, Any]]:
