@@ -254,10 +254,13 @@ def read_batch(
 
 
 def _decode_call(raw: bytes) -> JobCall | PayloadRejected:
-    try:
-        data = zlib.decompress(raw)
-    except zlib.error:
-        data = raw  # rq's fallback for uncompressed data
+    if raw[:1] == b"[":  # a job of one delivery, as JSON text (``_job_data``): never zlib's header
+        data = raw
+    else:
+        try:
+            data = zlib.decompress(raw)
+        except zlib.error:
+            data = raw  # rq's fallback for uncompressed data
     try:
         func_name, _instance, _args, kwargs = JSONSerializer.loads(data)
     except (ValueError, TypeError) as exc:
