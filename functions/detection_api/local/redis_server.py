@@ -88,8 +88,8 @@ class RedisServer:
             "--appendonly", "yes",
             "--appendfsync", "always",
             "--maxmemory-policy", "noeviction",  # an evicted job hash would be a lost job
-            # A job of one delivery (its data uncompressed JSON, ~1 KB) stays a listpack: 1.2 KB
-            # instead of a 2 KB hash table (store/tak_jobs.py). 6.2's name; 7 and 8 alias it.
+            # A job of one delivery (its data uncompressed JSON, ~1 KB) stays a listpack: 1.4 KB
+            # instead of a 2.1 KB hash table (store/tak_jobs.py). 6.2's name; 7 and 8 alias it.
             "--hash-max-ziplist-value", "2048",
             "--daemonize", "no",
             "--protected-mode", "yes",
