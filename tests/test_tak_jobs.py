@@ -18,7 +18,6 @@ from detection_api.store.tak_jobs import (
     Delivery,
     JobCall,
     PayloadRejected,
-    check_cot_events,
     cot_of,
     cots_of,
     enqueue_deliveries,
@@ -76,31 +75,6 @@ def test_job_ids_follow_the_chunks_enqueue_writes() -> None:
     assert jobs[0] == jobs[99] == "r0"
     assert jobs[100] == jobs[199] == "r100"
     assert jobs[249] == "r200"
-
-
-@pytest.mark.parametrize(
-    ("events", "reason"),
-    [
-        ([b"<event uid='a' type='t' how='h'/>", b"<event uid='b' type='t'/>"], "lacks how"),
-        # Pieces another event of the job would complete are refused: each event stands alone.
-        ([b"<event uid='a' type='t' how='h'><detail>", b"</detail></event>"], "well-formed"),
-        (
-            [b"<event uid='a' type='t' how='h'>", b"<event uid='b' type='t' how='h'/></event>"],
-            "well-formed",
-        ),
-        ([b"<event uid='a' type='t' how='h'/>junk"], "well-formed"),
-        ([b"<event uid='a' type='t' how='h'/><x/>"], "well-formed"),
-        ([b"<event uid='a' type='t' how='h'/><!DOCTYPE x>"], "well-formed"),
-        ([b"<eventx uid='a' type='t' how='h'/>"], "not an <event>"),
-    ],
-)
-def test_every_event_of_a_job_is_checked(events: list[bytes], reason: str) -> None:
-    with pytest.raises(PayloadRejected, match=reason):
-        check_cot_events(events)
-
-
-def test_a_good_job_passes() -> None:
-    check_cot_events([event(f"u{i}").encode() for i in range(100)])
 
 
 def test_jobs_are_read_back_from_redis_and_their_cot_found_by_record(redis: Redis) -> None:

@@ -1,6 +1,7 @@
 """The contract between ingest (the function) and delivery (the TAK forwarder): the rq queue.
 
-This module is the only one that writes and reads the job payload.
+This module is the only one that writes and reads the job payload (the check that each CoT event
+it carries is fit for a TAK server: ``job_events.py``).
 
 Accepted, unfiltered detections become rq jobs on queue ``tak``: one job carries the deliveries of
 one request (up to ``MAX_DELIVERIES_PER_JOB``), so a batch of 100 CloudEvents costs one rq job, not
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain
 from typing import Any, NamedTuple
-from xml.parsers import expat  # nosec B407 # events start with their root element: no DTD, so no entities
 
 import orjson
 from redis import Redis
@@ -29,6 +29,8 @@ from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
 from rq.serializers import JSONSerializer
 from rq.utils import now as rq_now
+
+from detection_api.store.job_events import PayloadRejected, check_cot_events
 
 QUEUE_NAME = "tak"
 NOTIFY_QUEUE_NAME = "notify"
@@ -177,14 +179,6 @@ def enqueue_deliveries(
 
 
 # --- reading (the forwarder, the rq slow path, the notifier, the record API) ----------------------
-
-
-class PayloadRejected(Exception):
-    """A job that can never be delivered as it is: it goes to the dead letters with this reason."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,55 +339,6 @@ def parse_payload(
         payloads.append(DeliveryPayload(job_id, record_id, event, accepted, legacy, idem))
     check_cot_events([p.cot for p in payloads])
     return payloads
-
-
-def check_cot_events(events: Sequence[bytes]) -> None:
-    """Every event of a job is one well-formed ``<event>`` element with uid, type and how.
-
-    A malformed event is not only undeliverable: taky stops parsing the rest of the connection
-    after one (and crashes later on an event without ``how``), which would fail every event
-    sent after it. Each event is parsed on its own by expat, so a piece of an event that another
-    event of the job would complete is refused too, and so is anything after its root element.
-    """
-    for event in events:
-        check_cot_event(event)
-
-
-class _RootElement:
-    """The first element expat reports; then the handler is dropped, so checking an event costs
-    one Python call, not one per element (10 us an event instead of 14 for a whole tree)."""
-
-    __slots__ = ("attributes", "name", "parser")
-
-    def __init__(self) -> None:
-        self.parser = expat.ParserCreate()
-        self.parser.StartElementHandler = self._start
-        self.name = ""
-        self.attributes: dict[str, str] = {}
-
-    def _start(self, name: str, attributes: dict[str, str]) -> None:
-        self.name, self.attributes = name, attributes
-        self.parser.StartElementHandler = None
-
-
-def check_cot_event(event: bytes) -> None:
-    """One well-formed ``<event>`` element with uid, type and how, and nothing after it."""
-    if not event.startswith(b"<event"):
-        raise PayloadRejected("CoT payload is not an <event> element")
-    root = _RootElement()
-    try:
-        # The event starts with its root element, so no DOCTYPE (and no entity) can come first;
-        # one after it, or a second element, is "junk after document element".
-        root.parser.Parse(event, True)
-    except expat.ExpatError as exc:
-        raise PayloadRejected(f"CoT event is not well-formed XML: {exc}") from exc
-    finally:
-        root.parser.StartElementHandler = None
-    if root.name != "event":
-        raise PayloadRejected("CoT payload is not an <event> element")
-    missing = [name for name in ("uid", "type", "how") if not root.attributes.get(name)]
-    if missing:
-        raise PayloadRejected(f"CoT event lacks {', '.join(missing)}")
 
 
 def cot_of(redis: Redis, job_id: str, record_id: str) -> str | None:
