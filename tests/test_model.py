@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from lxml import etree
-from pydantic import ValidationError
+from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
 from detection_api.app.problems import validation_errors
 from detection_api.core import CoreConfig, ProcessedDetection, process_detection
@@ -171,6 +171,34 @@ def test_timestamp_keeps_its_offset_and_is_aware() -> None:
     det = parse_detection(payload(timestamp="2026-11-26T15:05:09.25+01:00"), now=NOW)
     assert det.timestamp.utcoffset() == timedelta(hours=1)
     assert det.timestamp.astimezone(UTC) == datetime(2026, 11, 26, 14, 5, 9, 250_000, tzinfo=UTC)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    moment=st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2026, 11, 28, 11)),
+    fraction=st.text("0123456789", max_size=9),
+    separator=st.sampled_from("Tt "),
+)
+@example(moment=datetime(2024, 2, 29), fraction="9999999", separator="T")
+def test_z_timestamps_are_the_instants_pydantic_parses_in_utc(
+    moment: datetime, fraction: str, separator: str
+) -> None:
+    # Z times take the standard library's parse (model/fields.py): the same instant and
+    # microseconds as pydantic's own parse, which every other offset still takes.
+    text = moment.strftime(f"%Y-%m-%d{separator}%H:%M:%S") + (f".{fraction}" if fraction else "")
+    det = parse_detection(payload(timestamp=text + "Z"), now=NOW)
+    by_pydantic = TypeAdapter(AwareDatetime).validate_python(text + "Z")
+    assert det.timestamp == by_pydantic
+    assert det.timestamp.replace(tzinfo=None) == by_pydantic.replace(tzinfo=None)
+    assert det.timestamp.tzinfo is UTC
+    offset = parse_detection(payload(timestamp=text + "+00:00"), now=NOW).timestamp
+    assert offset == by_pydantic and offset.utcoffset() == timedelta(0)
+
+
+def test_a_z_date_that_does_not_exist_gets_pydantics_error() -> None:
+    data = payload(timestamp="2026-02-29T12:00:00Z")
+    assert error_locs(data) == [("timestamp",)]
+    assert "datetime" in error_messages(data)
 
 
 def test_timestamp_slightly_ahead_of_the_clock_is_accepted() -> None:

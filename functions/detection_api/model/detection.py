@@ -6,7 +6,7 @@ import base64
 import binascii
 import hashlib
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -17,9 +17,7 @@ from detection_api.model.fields import (
     DATA_URL_PREFIX,
     DEFAULT_MAX_IMAGE_BYTES,
     DETECTION_SCHEMA_ID,
-    EARLIEST_TIMESTAMP,
     MAX_CLASS_LENGTH,
-    MAX_FUTURE_SKEW,
     NO_CONTROL_CHARS,
     Finite,
     Identifier,
@@ -91,21 +89,6 @@ class Detection(BaseModel):
     ) = None
     pixel_x: Annotated[Finite, Field(ge=0.0)] | None = Field(default=None, validate_default=True)
     pixel_y: Annotated[Finite, Field(ge=0.0)] | None = Field(default=None, validate_default=True)
-
-    @field_validator("timestamp")
-    @classmethod
-    def _plausible_time(cls, value: datetime, info: ValidationInfo) -> datetime:
-        # Year-1 times would also overflow the UTC conversion of the CoT times.
-        if value < EARLIEST_TIMESTAMP:
-            raise invalid("timestamp_past", "is before 1970-01-01T00:00:00Z")
-        now = context_value(info, "now") or datetime.now(UTC)
-        if value > now + MAX_FUTURE_SKEW:
-            raise invalid(
-                "timestamp_future",
-                "is more than {hours} h in the future",
-                hours=round(MAX_FUTURE_SKEW.total_seconds() / 3600),
-            )
-        return value
 
     @field_validator("image_sha256", mode="before")
     @classmethod

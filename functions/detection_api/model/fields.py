@@ -11,8 +11,19 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BeforeValidator, Field, ValidationInfo, WithJsonSchema
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    AwareDatetime,
+    BeforeValidator,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    WrapValidator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
 
 DEFAULT_MAX_IMAGE_BYTES = 262_144  # Settings.max_image_bytes default
 MAX_FUTURE_SKEW = timedelta(days=1)  # clock skew tolerated for a capture timestamp
@@ -53,11 +64,31 @@ def outside_image(field: str, limit: int) -> PydanticCustomError:
 # --- reusable field types ----------------------------------------------------------------------
 
 
-def json_number(value: Any) -> Any:
-    # bool is an int subclass in Python; a JSON true is never a number.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise invalid("number_type", "must be a JSON number")
-    return value
+class JsonNumber:
+    """Annotation: the value must be a JSON number (an int or a float; never a bool, which is an
+    int in Python, nor a numeric string) before the annotated type validates it. Checked by
+    pydantic-core itself, a chain of its strict number schemas: a Python validator for the same
+    check cost 0.25 us more per call (two per detection). The JSON Schema is the annotated
+    type's."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        annotated = handler(source)
+        number = core_schema.custom_error_schema(
+            core_schema.union_schema(
+                [core_schema.int_schema(strict=True), core_schema.float_schema(strict=True)]
+            ),
+            custom_error_type="number_type",
+            custom_error_message="must be a JSON number",
+        )
+        return core_schema.chain_schema([number, annotated])
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # the chain's last step: the annotated type with its bounds (its first is the check)
+        return handler(schema["steps"][-1])  # type: ignore[index, typeddict-item]
 
 
 def id_text(value: Any) -> Any:
@@ -69,11 +100,8 @@ def id_text(value: Any) -> Any:
 
 # Finite float; ints are accepted, strings and booleans are not.
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-# Image side in pixels, given as a JSON number (1920 or 1920.0, never "1920" or true). The Field
-# goes before the BeforeValidator so that pydantic puts its bounds into the JSON Schema.
-ImageSide = Annotated[
-    int, Field(gt=0, le=MAX_IMAGE_SIDE_PX, description="pixels"), BeforeValidator(json_number)
-]
+# Image side in pixels, given as a JSON number (1920 or 1920.0, never "1920" or true).
+ImageSide = Annotated[int, Field(gt=0, le=MAX_IMAGE_SIDE_PX, description="pixels"), JsonNumber()]
 Text = Annotated[
     str,
     Field(min_length=1, max_length=MAX_TEXT_LENGTH, pattern=NO_CONTROL_CHARS),
@@ -99,7 +127,10 @@ Identifier = Annotated[
 Sigma = Annotated[Finite, Field(ge=0.0)]
 
 
-def check_timestamp_text(value: Any) -> Any:
+def capture_time(value: Any, parse: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    """RFC 3339 text with an offset, parsed, from 1970 to ``MAX_FUTURE_SKEW`` past the context's
+    ``now`` (the clock without one). One validator for the text, the parse and the range: each
+    validator pydantic calls costs a detection about 0.4 us."""
     if not isinstance(value, str):
         raise invalid("timestamp_type", "must be an RFC 3339 date-time string")
     parts = _RFC3339.match(value)
@@ -111,10 +142,32 @@ def check_timestamp_text(value: Any) -> Any:
         raise invalid(
             "timestamp_offset", "must carry a UTC offset (Z or ±hh:mm); naive times are ambiguous"
         )
-    return value
+    moment: datetime | None = None
+    if value[-1] == "Z":
+        # The common form, parsed by the standard library into its UTC object: pydantic's parse
+        # gives the same instant with its own TzInfo, against which every comparison and
+        # ``timestamp()`` costs 0.5 us more (three per detection). An offset other than Z goes
+        # to pydantic: ``fromisoformat`` accepts offset minutes of 60 and more.
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:  # a date that does not exist: pydantic's parse reports it
+            moment = None
+    if moment is None:
+        moment = parse(value)
+    # Year-1 times would also overflow the UTC conversion of the CoT times.
+    if moment < EARLIEST_TIMESTAMP:
+        raise invalid("timestamp_past", "is before 1970-01-01T00:00:00Z")
+    now = context_value(info, "now") or datetime.now(UTC)
+    if moment > now + MAX_FUTURE_SKEW:
+        raise invalid(
+            "timestamp_future",
+            "is more than {hours} h in the future",
+            hours=round(MAX_FUTURE_SKEW.total_seconds() / 3600),
+        )
+    return moment
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(check_timestamp_text)]
+Timestamp = Annotated[AwareDatetime, WrapValidator(capture_time)]
 
 
 def not_blank(value: str) -> str:
