@@ -268,8 +268,25 @@ def test_invalid_image_is_refused(bad: Any) -> None:
 
 def test_required_fields() -> None:
     locs = set(error_locs({}))
-    assert {("object_class",), ("ai_confidence",), ("timestamp",), ("sensor_metadata",)} <= locs
-    assert ("pixel_x",) in locs
+    assert locs == {("object_class",), ("ai_confidence",), ("timestamp",), ("sensor_metadata",)}
+    # "pixel or bbox" is a cross-field rule: checked once the fields are valid (below)
+
+
+def test_cross_field_rules_are_checked_once_the_fields_are_valid() -> None:
+    # One model validator per model checks them all, and reports all of its errors at once.
+    data = payload(timestamp="2026-11-26", pixel_x=5000.0, bbox=[10, 10, 5, 20])
+    assert error_locs(data) == [("timestamp",)]
+    data["timestamp"] = "2026-11-26T14:05:09Z"
+    assert error_locs(data) == [("bbox",), ("pixel_x",)]
+    meta = {"location_elevation": 0.001, "principal_y": 1081.0, "heading": 400}
+    data = without(payload(sensor_metadata=meta), "sensor_metadata.focal_length")
+    assert error_locs(data) == [("sensor_metadata", "heading")]
+    data["sensor_metadata"]["heading"] = 90
+    assert error_locs(data) == [
+        ("sensor_metadata", "location_elevation"),
+        ("sensor_metadata", "focal_length"),
+        ("sensor_metadata", "principal_y"),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,10 @@ Validation rules worth knowing:
 - Unknown fields are ignored (v1 producers send extras).
 
 Error ``loc`` tuples are the field paths of the payload (``("sensor_metadata", "heading")``), so the
-HTTP layer can report them as they are. Cross-field rules are checked in field validators of the
-later field so that their errors also carry a field path.
+HTTP layer can report them as they are. Cross-field rules (pixel or bbox, both inside the image,
+the camera's height, the focal length, the principal point) are checked by one validator per model
+once that model's fields are valid, and report each error at the path of the field it is about;
+so a payload with field errors gets those first, and its cross-field errors after they are fixed.
 
 Validation context keys (``Detection.model_validate(data, context={...})``): ``max_image_bytes``
 (int) and ``now`` (aware datetime, for the future-timestamp bound; default the system clock).

@@ -9,7 +9,16 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from detection_api.geo.locate import DEFAULT_SIGMAS
 from detection_api.geo.types import CameraPose, InputSigmas, Intrinsics
@@ -24,6 +33,8 @@ from detection_api.model.fields import (
     Text,
     Timestamp,
     context_value,
+    field_error,
+    field_errors,
     invalid,
     not_blank,
     outside_image,
@@ -78,7 +89,6 @@ class Detection(BaseModel):
         description="base64 image (size-capped); only its SHA-256 is kept",
         json_schema_extra={"contentEncoding": "base64"},
     )
-    # sensor_metadata precedes bbox and pixel: their validators check them against the image size.
     sensor_metadata: SensorMetadata
     bbox: (
         Annotated[
@@ -87,8 +97,8 @@ class Detection(BaseModel):
         ]
         | None
     ) = None
-    pixel_x: Annotated[Finite, Field(ge=0.0)] | None = Field(default=None, validate_default=True)
-    pixel_y: Annotated[Finite, Field(ge=0.0)] | None = Field(default=None, validate_default=True)
+    pixel_x: Annotated[Finite, Field(ge=0.0)] | None = None
+    pixel_y: Annotated[Finite, Field(ge=0.0)] | None = None
 
     @field_validator("image_sha256", mode="before")
     @classmethod
@@ -111,50 +121,47 @@ class Detection(BaseModel):
             raise invalid("image_too_large", "image is larger than {cap} bytes", cap=cap)
         return hashlib.sha256(image).hexdigest()
 
-    @field_validator("bbox")
-    @classmethod
-    def _bbox_ordered_inside(
-        cls, value: tuple[float, float, float, float] | None, info: ValidationInfo
-    ) -> tuple[float, float, float, float] | None:
-        if value is None:
-            return None
-        x_min, y_min, x_max, y_max = value
-        if not (x_min < x_max and y_min < y_max):
-            raise invalid(
-                "bbox_order", "must be ordered [x_min, y_min, x_max, y_max] with min < max"
-            )
-        meta = info.data.get("sensor_metadata")
-        if meta is not None and (
-            x_min < 0 or y_min < 0 or x_max > meta.image_width or y_max > meta.image_height
-        ):
-            raise invalid(
-                "outside_image",
-                "must lie inside the image (0..{width}, 0..{height})",
-                width=meta.image_width,
-                height=meta.image_height,
-            )
-        return value
-
-    @field_validator("pixel_x", "pixel_y")
-    @classmethod
-    def _pixel_given_or_bbox(cls, value: float | None, info: ValidationInfo) -> float | None:
-        axis = info.field_name
-        data = info.data
-        # pixel_x is validated first; for pixel_y, "pixel_x" missing from data means it failed.
-        if axis == "pixel_y" and "pixel_x" in data and (data["pixel_x"] is None) != (value is None):
-            raise invalid("pixel_pair", "pixel_x and pixel_y must be given together")
-        if value is None:
-            if "bbox" in data and data["bbox"] is None:
-                raise invalid(
-                    "pixel_required", "{field} is required unless bbox is given", field=axis
+    @model_validator(mode="after")
+    def _image_points(self) -> Detection:
+        # The cross-field rules of the bbox and the pixel, once every field is valid: one call
+        # where a field validator each cost three (a detection about 2.6 K instructions each).
+        # Values from the models' __dict__: a model's attribute lookup costs 60 ns, 3x a dict's.
+        values = self.__dict__
+        bbox, pixel_x, pixel_y = values["bbox"], values["pixel_x"], values["pixel_y"]
+        meta = values["sensor_metadata"].__dict__
+        width, height = meta["image_width"], meta["image_height"]
+        errors: list[InitErrorDetails] = []
+        if bbox is not None:
+            x_min, y_min, x_max, y_max = bbox
+            if not (x_min < x_max and y_min < y_max):
+                message = "must be ordered [x_min, y_min, x_max, y_max] with min < max"
+                errors.append(field_error(("bbox",), bbox, invalid("bbox_order", message)))
+            elif x_min < 0 or y_min < 0 or x_max > width or y_max > height:
+                error = invalid(
+                    "outside_image",
+                    "must lie inside the image (0..{width}, 0..{height})",
+                    width=width,
+                    height=height,
                 )
-            return None
-        meta = data.get("sensor_metadata")
-        if meta is not None:
-            limit = meta.image_width if axis == "pixel_x" else meta.image_height
-            if value > limit:
-                raise outside_image(axis, limit)
-        return value
+                errors.append(field_error(("bbox",), bbox, error))
+        if pixel_x is None:
+            if bbox is None:
+                errors.append(field_error(("pixel_x",), None, _pixel_required("pixel_x")))
+        elif pixel_x > width:
+            error = outside_image("pixel_x", width)
+            errors.append(field_error(("pixel_x",), pixel_x, error))
+        if (pixel_x is None) != (pixel_y is None):
+            message = "pixel_x and pixel_y must be given together"
+            errors.append(field_error(("pixel_y",), pixel_y, invalid("pixel_pair", message)))
+        elif pixel_y is None:
+            if bbox is None:
+                errors.append(field_error(("pixel_y",), None, _pixel_required("pixel_y")))
+        elif pixel_y > height:
+            error = outside_image("pixel_y", height)
+            errors.append(field_error(("pixel_y",), pixel_y, error))
+        if errors:
+            raise field_errors("Detection", errors)
+        return self
 
     @property
     def pixel(self) -> tuple[float, float]:
@@ -235,3 +242,7 @@ def detection_json_schema() -> dict[str, Any]:
         "$id": DETECTION_SCHEMA_ID,
         **schema,
     }
+
+
+def _pixel_required(field: str) -> PydanticCustomError:
+    return invalid("pixel_required", "{field} is required unless bbox is given", field=field)

@@ -23,7 +23,7 @@ from pydantic import (
     WrapValidator,
 )
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import PydanticCustomError, core_schema
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError, core_schema
 
 DEFAULT_MAX_IMAGE_BYTES = 262_144  # Settings.max_image_bytes default
 MAX_FUTURE_SKEW = timedelta(days=1)  # clock skew tolerated for a capture timestamp
@@ -54,6 +54,16 @@ NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]*$"
 def invalid(error_type: str, message: str, **context: Any) -> PydanticCustomError:
     """A validation error with its own type and a plain message (no "Value error, " prefix)."""
     return PydanticCustomError(error_type, message, context or None)
+
+
+def field_errors(model: str, errors: list[InitErrorDetails]) -> ValidationError:
+    """The errors of a model validator's cross-field rules, each at its own field path (raised
+    from the validator, pydantic keeps their locations, under the model's own)."""
+    return ValidationError.from_exception_data(model, errors)
+
+
+def field_error(loc: tuple[str, ...], value: Any, error: PydanticCustomError) -> InitErrorDetails:
+    return InitErrorDetails(type=error, loc=loc, input=value)
 
 
 def outside_image(field: str, limit: int) -> PydanticCustomError:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from detection_api.geo.locate import DEFAULT_SIGMAS
 from detection_api.geo.types import AltitudeReference, CameraPose, InputSigmas, Intrinsics
@@ -17,12 +18,13 @@ from detection_api.model.fields import (
     Finite,
     ImageSide,
     Sigma,
+    field_error,
+    field_errors,
     invalid,
     outside_image,
 )
 
-# the image dimension each principal-point coordinate must stay within
-_IMAGE_SIZE_FIELD = {"principal_x": "image_width", "principal_y": "image_height"}
+_GROUND = AltitudeReference.GROUND
 
 
 class SensorMetadata(BaseModel):
@@ -75,7 +77,6 @@ class SensorMetadata(BaseModel):
     roll: Annotated[
         Finite, Field(gt=-180.0, le=180.0, description="rotation about the optical axis, °")
     ]
-    # Image size comes before the focal fields: their validators need it.
     image_width: ImageSide
     image_height: ImageSide
     focal_length_mm: Annotated[Finite, Field(gt=0.0, le=10_000.0)] | None = None
@@ -88,7 +89,7 @@ class SensorMetadata(BaseModel):
             ),
         ]
         | None
-    ) = Field(default=None, validate_default=True)
+    ) = None
     principal_x: Annotated[Finite, Field(ge=0.0, description="default image_width / 2")] | None = (
         None
     )
@@ -102,51 +103,52 @@ class SensorMetadata(BaseModel):
     roll_sigma_deg: Annotated[Sigma, Field(le=90.0)] | None = None
     pixel_sigma: Annotated[Sigma, Field(le=10_000.0)] | None = None
 
-    @field_validator("location_elevation")
-    @classmethod
-    def _camera_above_ground(cls, value: float, info: ValidationInfo) -> float:
-        reference = info.data.get("altitude_reference", AltitudeReference.GROUND)
-        if reference == AltitudeReference.GROUND and value < MIN_CAMERA_HEIGHT_M:
-            raise invalid(
+    @model_validator(mode="after")
+    def _camera_focal_length_and_principal_point(self) -> SensorMetadata:
+        # The cross-field rules, once every field is valid: one call where a field validator
+        # each cost two to four (a detection about 2.6 K instructions each). The resolved focal
+        # length is set on the frozen model as its validation's last step.
+        values = self.__dict__  # (a model's attribute lookup costs 60 ns, 3x a dict's)
+        errors: list[InitErrorDetails] = []
+        elevation = values["location_elevation"]
+        if elevation < MIN_CAMERA_HEIGHT_M and values["altitude_reference"] is _GROUND:
+            error = invalid(
                 "camera_height",
                 "must be at least {minimum} m above the ground",
                 minimum=MIN_CAMERA_HEIGHT_M,
             )
-        return value
+            errors.append(field_error(("location_elevation",), elevation, error))
+        if values["focal_length"] is None:
+            focal_px = self._focal_length_from_mm()
+            if isinstance(focal_px, float):
+                object.__setattr__(self, "focal_length", focal_px)
+            else:
+                errors.append(field_error(("focal_length",), None, focal_px))
+        principal_x, principal_y = values["principal_x"], values["principal_y"]
+        if principal_x is not None and principal_x > values["image_width"]:
+            error = outside_image("principal_x", values["image_width"])
+            errors.append(field_error(("principal_x",), principal_x, error))
+        if principal_y is not None and principal_y > values["image_height"]:
+            error = outside_image("principal_y", values["image_height"])
+            errors.append(field_error(("principal_y",), principal_y, error))
+        if errors:
+            raise field_errors("SensorMetadata", errors)
+        return self
 
-    @field_validator("focal_length")
-    @classmethod
-    def _resolve_focal_length(cls, value: float | None, info: ValidationInfo) -> float | None:
-        if value is not None:
-            return value
-        mm, sensor_mm, width = (
-            info.data.get("focal_length_mm"),
-            info.data.get("sensor_width_mm"),
-            info.data.get("image_width"),
-        )
+    def _focal_length_from_mm(self) -> float | PydanticCustomError:
+        mm, sensor_mm = self.focal_length_mm, self.sensor_width_mm
         if mm is None or sensor_mm is None:
-            raise invalid(
+            return invalid(
                 "focal_length_required",
                 "focal_length (pixels) is required, or focal_length_mm with sensor_width_mm",
             )
-        if width is None:
-            return None  # image_width itself failed; that error is reported already
-        focal_px = mm / sensor_mm * width
+        focal_px = mm / sensor_mm * self.image_width
         if not (math.isfinite(focal_px) and MIN_FOCAL_LENGTH_PX <= focal_px <= MAX_FOCAL_LENGTH_PX):
-            raise invalid(
+            return invalid(
                 "focal_length_range",
                 "focal_length_mm / sensor_width_mm * image_width is out of range",
             )
         return focal_px
-
-    @field_validator("principal_x", "principal_y")
-    @classmethod
-    def _principal_point_inside(cls, value: float | None, info: ValidationInfo) -> float | None:
-        field = info.field_name or ""
-        bound = info.data.get(_IMAGE_SIZE_FIELD[field])
-        if value is not None and bound is not None and value > bound:
-            raise outside_image(field, bound)
-        return value
 
     def pose(self) -> CameraPose:
         return CameraPose(
