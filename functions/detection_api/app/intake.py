@@ -8,7 +8,7 @@ from __future__ import annotations
 from flask import g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from detection_api.app.metrics import FunctionMetrics
+from detection_api.app.metrics import FunctionMetrics, observe_all
 from detection_api.app.problems import Problem
 from detection_api.app.services import services
 from detection_api.app.submissions import Outcome, Submission
@@ -62,15 +62,18 @@ def _count_rejected(metrics: FunctionMetrics, submissions: list[Submission]) -> 
 
 def _count_outcomes(metrics: FunctionMetrics, outcomes: list[Outcome]) -> None:
     # One increment per (kind, class) of the request, not one per detection: a list of 100
-    # mostly shares one class, and each increment takes the metric's lock.
+    # mostly shares one class, and each increment takes the metric's lock. Classes are counted
+    # as sent and mapped to their label once each; the ce90s go into the histogram together.
     counts: dict[tuple[str, str], int] = {}
+    ce90s: list[float] = []
     for outcome in outcomes:
-        kind = "duplicate" if outcome.duplicate else "accepted"
-        if outcome.state == "filtered" and not outcome.duplicate:
-            kind = "filtered"
-        labels = (kind, metrics.class_label(outcome.object_class))
-        counts[labels] = counts.get(labels, 0) + 1
-        if not outcome.duplicate:
-            metrics.ce90.observe(outcome.geolocation["ce90_m"])
-    for labels, count in counts.items():
-        metrics.detections_by(*labels).inc(count)
+        if outcome.duplicate:
+            kind = "duplicate"
+        else:
+            kind = "filtered" if outcome.state == "filtered" else "accepted"
+            ce90s.append(outcome.geolocation["ce90_m"])
+        key = (kind, outcome.object_class)
+        counts[key] = counts.get(key, 0) + 1
+    for (kind, object_class), count in counts.items():
+        metrics.detections_by(kind, metrics.class_label(object_class)).inc(count)
+    observe_all(metrics.ce90, ce90s)

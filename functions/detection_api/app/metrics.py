@@ -6,7 +6,8 @@ never ids. The queue depth is read from Redis when Prometheus scrapes, not kept 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
@@ -66,3 +67,23 @@ class FunctionMetrics:
     def class_label(self, object_class: str) -> str:
         label = object_class.lower()
         return label if label in self.known_classes else "other"
+
+
+def observe_all(histogram: Histogram, values: Sequence[float]) -> None:
+    """``histogram.observe(value)`` for each value (an unlabelled histogram), each bucket and the
+    sum incremented once for all: ``observe`` takes two locks and walks the buckets in Python for
+    every value, 1.1 us a detection in a list. It reads the bucket list prometheus_client keeps
+    (``_upper_bounds``, ``_buckets``, ``_sum``); tests/test_metrics.py compares the samples with
+    ``observe``'s, so a change of those internals fails there, not in production."""
+    if not values:
+        return
+    bounds: list[float] = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    for value in values:
+        i = bisect_left(bounds, value)  # observe's bucket: the first bound >= value
+        if i < len(bounds) and value <= bounds[i]:  # (NaN: in no bucket, as observe does)
+            counts[i] += 1
+    histogram._sum.inc(sum(values))
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
