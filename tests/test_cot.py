@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta, timezone
@@ -221,6 +222,14 @@ def test_non_finite_numbers_are_refused() -> None:
         build(geolocation=geolocation(lat_deg=float("nan")))
     with pytest.raises(ValueError, match="finite"):
         build(geolocation=geolocation(hae_m=float("inf")))
+    with pytest.raises(ValueError, match="finite"):  # opposite infinities: their sum is NaN
+        build(geolocation=geolocation(slant_range_m=float("inf"), ground_distance_m=-math.inf))
+
+
+def test_finite_numbers_whose_sum_overflows_are_written() -> None:
+    # build_detection_event tests the numbers' sum first; an overflow is not a refusal
+    huge = geolocation(slant_range_m=1.5e308, ground_distance_m=1.5e308)
+    assert 'slant_range="1' in build(geolocation=huge)
 
 
 def test_unbounded_error_is_capped_at_tak_unknown() -> None:

@@ -126,6 +126,11 @@ def detection_uid(
         camera = _uid_part(camera_id or source or "unknown")
         scope = f"{producer_tag(producer)}." if producer else ""
         return f"{UID_PREFIX}.{scope}{camera}.track.{_uid_part(track_id)}"
+    return record_uid(record_id)
+
+
+def record_uid(record_id: str) -> str:
+    """The uid of a detection without a track: one per record."""
     return f"{UID_PREFIX}.{_uid_part(record_id)}"
 
 
@@ -198,18 +203,26 @@ _REMARKS = "%s %.0f%% | CE90 %.1f m LE90 %.1f m | %s"
 
 
 def _remarks(facts: DetectionFacts, geo: Geolocation) -> str:
+    """The remarks' character data, label-safe and escaped: the producer's texts each made so
+    (cached: a site repeats its classes and cameras), the numbers and the flag need neither.
+    Both steps act character by character, so this is the text of the whole made so."""
     remarks = _REMARKS % (
-        facts.object_class,
+        _label_text(facts.object_class),
         facts.ai_confidence * 100,
         geo.ce90_m,
         geo.le90_m,
         geo.flag,  # str() of a StrEnum: its value, without the enum's `value` descriptor
     )
     if facts.camera_id:
-        remarks += f" | camera {facts.camera_id}"
+        remarks += " | camera " + _label_text(facts.camera_id)
     if facts.track_id:
-        remarks += f" | track {facts.track_id}"
+        remarks += " | track " + _label_text(facts.track_id)
     return remarks
+
+
+@functools.lru_cache(maxsize=1024)
+def _label_text(value: str) -> str:
+    return _text(label_safe(value))
 
 
 def _event_uid(uid: str) -> str:
@@ -217,6 +230,13 @@ def _event_uid(uid: str) -> str:
     if not safe.strip():
         raise ValueError("a CoT event needs a non-blank uid")
     return safe
+
+
+def _event_uid_attr(uid: str) -> str:
+    """``_attr(_event_uid(uid))``, with one check for the uids ``detection_uid`` makes."""
+    if _PLAIN.match(uid) is not None and uid.strip():
+        return uid
+    return _attr(_event_uid(uid))
 
 
 def _attr(value: str) -> str:
@@ -303,10 +323,10 @@ def build_detection_event(
     compares the two), at a fifth of the cost.
     """
     cot_type = _checked_type(cot_type)
-    event_uid = _event_uid(uid)
+    event_uid = _event_uid_attr(uid)
     geo = geolocation
     ce, le = min(geo.ce_m, TAK_UNKNOWN_ERROR), min(geo.le_m, TAK_UNKNOWN_ERROR)
-    _require_finite(
+    numbers = (
         geo.lat_deg,
         geo.lon_deg,
         geo.hae_m,
@@ -318,9 +338,13 @@ def build_detection_event(
         geo.ground_distance_m,
         facts.ai_confidence,
     )
+    # One test for the common case: a sum of finite numbers is finite unless it overflows, and
+    # a NaN or an infinity makes it NaN or infinite; only then is each number looked at.
+    if not math.isfinite(sum(numbers)):
+        _require_finite(*numbers)
     generated, started, stale = _event_times(generated_at, captured_at, stale_seconds)
     return _EVENT % (
-        _attr(event_uid),
+        event_uid,
         cot_type,
         generated,
         started,
@@ -331,7 +355,7 @@ def build_detection_event(
         ce,
         le,
         _attr(label_safe(_callsign(facts))),
-        _text(label_safe(_remarks(facts, geo))),
+        _remarks(facts, geo),
         _sensor_link(facts.camera_id or facts.source or ""),
         _safe_attr(facts.detection_id),
         _safe_attr(facts.record_id),

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from detection_api.cot import detection_uid
+from detection_api.cot import record_uid
 
 
 class DeliveryState(StrEnum):
@@ -199,7 +199,7 @@ def encode_new(record: NewRecord, *, record_id: str, created_at: float) -> list[
 
 
 def _default_uid(record_id: str) -> str:
-    return detection_uid(record_id=record_id, camera_id=None, track_id=None, source=None)
+    return record_uid(record_id)
 
 
 _DEFAULTED = frozenset({"detection_id", "job_id", "uid"})  # the names _default knows
