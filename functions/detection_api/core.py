@@ -323,23 +323,30 @@ def geolocation_as_dict(geo: Geolocation) -> dict[str, Any]:
         geo,
         (round(geo.lat_deg, 9), round(geo.lon_deg, 9)),
         [round(v, 3) for v in _metres(geo)],
+        [float(_SIX_DIGITS % v) for v in geo.covariance_en_m2],
     )
 
 
 def geolocations_as_dicts(geos: Sequence[Geolocation]) -> list[dict[str, Any]]:
     """``geolocation_as_dict`` of each; from ``BATCH_MIN`` on, the decimal rounding runs over
-    arrays (``decimal_arrays.round_many``: the same doubles at a tenth of the cost)."""
+    arrays (``decimal_arrays``: the same doubles at a tenth of the cost)."""
     if len(geos) < BATCH_MIN:
         return [geolocation_as_dict(geo) for geo in geos]
     import numpy as np  # noqa: PLC0415 (as for locate_batch: numpy only once a list arrives)
 
-    from detection_api.decimal_arrays import round_many  # noqa: PLC0415 (see above)
+    from detection_api.decimal_arrays import round_many, significant_many  # noqa: PLC0415
 
     degrees = round_many(np.array([(g.lat_deg, g.lon_deg) for g in geos]), 9)
     metres = round_many(np.array([_metres(g) for g in geos]), 3)
+    covariances = significant_many(np.array([g.covariance_en_m2 for g in geos]), 6)
     width = len(_METRE_FIELDS)
     return [
-        _geolocation_dict(geo, degrees[2 * i : 2 * i + 2], metres[width * i : width * (i + 1)])
+        _geolocation_dict(
+            geo,
+            degrees[2 * i : 2 * i + 2],
+            metres[width * i : width * (i + 1)],
+            covariances[3 * i : 3 * i + 3],
+        )
         for i, geo in enumerate(geos)
     ]
 
@@ -355,10 +362,13 @@ _SIX_DIGITS = "%.6g"
 
 
 def _geolocation_dict(
-    geo: Geolocation, degrees: Sequence[float], metres: Sequence[float]
+    geo: Geolocation,
+    degrees: Sequence[float],
+    metres: Sequence[float],
+    covariance: list[float],
 ) -> dict[str, Any]:
-    """The dict from the rounded degrees (lat, lon) and metres (``_metres`` order)."""
-    var_e, cov_en, var_n = geo.covariance_en_m2
+    """The dict from the rounded degrees (lat, lon), metres (``_metres`` order) and covariance
+    (to six significant digits: variances can be far below 1 m²)."""
     hae, slant, ground, ce90, le90, ce, le = metres
     out: dict[str, Any] = {
         "lat": degrees[0],
@@ -372,12 +382,7 @@ def _geolocation_dict(
         "le_m": le,
         # str() of a StrEnum is its value, at a quarter of the cost of the `value` descriptor
         "flag": str(geo.flag),
-        # Variances can be far below 1 m²: keep significant digits, not decimals.
-        "covariance_en_m2": [
-            float(_SIX_DIGITS % var_e),
-            float(_SIX_DIGITS % cov_en),
-            float(_SIX_DIGITS % var_n),
-        ],
+        "covariance_en_m2": covariance,
         "terrain": str(geo.terrain),
     }
     if geo.dem:
