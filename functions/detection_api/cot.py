@@ -203,9 +203,9 @@ _REMARKS = "%s %.0f%% | CE90 %.1f m LE90 %.1f m | %s"
 
 
 def _remarks(facts: DetectionFacts, geo: Geolocation) -> str:
-    """The remarks' character data, label-safe and escaped: the producer's texts each made so
-    (cached: a site repeats its classes and cameras), the numbers and the flag need neither.
-    Both steps act character by character, so this is the text of the whole made so."""
+    """The remarks' character data, label-safe and escaped: each of the producer's texts made so
+    (cached: a site repeats its classes and cameras); the numbers and the flag need neither.
+    Both steps act character by character, so the pieces give what the whole text would."""
     remarks = _REMARKS % (
         _label_text(facts.object_class),
         facts.ai_confidence * 100,
