@@ -18,7 +18,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import InitErrorDetails
 
 from detection_api.geo.locate import DEFAULT_SIGMAS
 from detection_api.geo.types import CameraPose, InputSigmas, Intrinsics
@@ -144,21 +144,12 @@ class Detection(BaseModel):
                     height=height,
                 )
                 errors.append(field_error(("bbox",), bbox, error))
-        if pixel_x is None:
-            if bbox is None:
-                errors.append(field_error(("pixel_x",), None, _pixel_required("pixel_x")))
-        elif pixel_x > width:
-            error = outside_image("pixel_x", width)
-            errors.append(field_error(("pixel_x",), pixel_x, error))
+        _check_pixel(errors, "pixel_x", pixel_x, width, bbox)
         if (pixel_x is None) != (pixel_y is None):
             message = "pixel_x and pixel_y must be given together"
             errors.append(field_error(("pixel_y",), pixel_y, invalid("pixel_pair", message)))
-        elif pixel_y is None:
-            if bbox is None:
-                errors.append(field_error(("pixel_y",), None, _pixel_required("pixel_y")))
-        elif pixel_y > height:
-            error = outside_image("pixel_y", height)
-            errors.append(field_error(("pixel_y",), pixel_y, error))
+        else:
+            _check_pixel(errors, "pixel_y", pixel_y, height, bbox)
         if errors:
             raise field_errors("Detection", errors)
         return self
@@ -244,5 +235,19 @@ def detection_json_schema() -> dict[str, Any]:
     }
 
 
-def _pixel_required(field: str) -> PydanticCustomError:
-    return invalid("pixel_required", "{field} is required unless bbox is given", field=field)
+def _check_pixel(
+    errors: list[InitErrorDetails],
+    field: str,
+    value: float | None,
+    limit: int,
+    bbox: tuple[float, float, float, float] | None,
+) -> None:
+    """One pixel coordinate's rules: required unless there is a bbox, inside the image."""
+    if value is None:
+        if bbox is None:
+            message = "{field} is required unless bbox is given"
+            errors.append(
+                field_error((field,), None, invalid("pixel_required", message, field=field))
+            )
+    elif value > limit:
+        errors.append(field_error((field,), value, outside_image(field, limit)))
