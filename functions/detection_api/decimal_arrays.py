@@ -23,7 +23,8 @@ _EXACT_INTEGERS = 2.0**52
 # The product's rounding error is at most half an ulp, |product| * 2**-53; twice that is kept.
 _RELATIVE_MARGIN = 2.0**-52
 _MAX_EXACT_DIGITS = 22  # 10**22 is the largest power of ten a double holds exactly
-_POWERS_OF_TEN = 10.0 ** np.arange(_MAX_EXACT_DIGITS + 1)
+# from exact integers, not numpy's pow: each power is the double it must be by construction
+_POWERS_OF_TEN = np.array([float(10**k) for k in range(_MAX_EXACT_DIGITS + 1)])
 
 
 def round_many(values: npt.NDArray[np.float64], digits: int) -> list[float]:

@@ -163,7 +163,7 @@ def new_record(
     pairs = ["state", str(state)]  # str() of a StrEnum is its value (see core._geolocation_dict)
     if detection_id != record_id:
         _put(pairs, "d", detection_id)
-    if uid != _default_uid(record_id):
+    if uid != record_uid(record_id):
         _put(pairs, "u", uid)
     _put(pairs, "t", cot_type)
     if cot is not None:
@@ -198,10 +198,6 @@ def encode_new(record: NewRecord, *, record_id: str, created_at: float) -> list[
     return record.pairs + tail
 
 
-def _default_uid(record_id: str) -> str:
-    return record_uid(record_id)
-
-
 _DEFAULTED = frozenset({"detection_id", "job_id", "uid"})  # the names _default knows
 
 
@@ -210,7 +206,7 @@ def _default(name: str, record_id: str) -> str | None:
     if name in ("detection_id", "job_id"):
         return record_id
     if name == "uid":
-        return _default_uid(record_id)
+        return record_uid(record_id)
     return None
 
 
